@@ -1,0 +1,344 @@
+"""Configuration: a YAML file plus the environment, checked once into frozen dataclasses.
+
+`load_config(path)` raises ConfigError listing every problem with its path in the file
+(`providers.local.base_url: ...`); `check-config` prints them. Values may use `${VAR}` or
+`${VAR:-default}`. With no file, providers come from OPENAI_* / ANTHROPIC_* variables.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["Config", "ServerConfig", "ProviderConfig", "ModelConfig", "Timeouts", "load_config",
+           "config_from_dict", "DEFAULT_PORT", "DEFAULT_MAX_BODY_BYTES"]
+
+DEFAULT_PORT = 18185
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024   # image-heavy Claude Code requests reach tens of MB
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 10.0
+    first_byte: float = 300.0   # time to response headers; reasoning models think before answering
+    idle: float = 300.0         # longest silence between two chunks of a stream
+    total: float | None = None  # None: a healthy long generation is never cut
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    heartbeat_secs: float = 15.0
+    pool_limit: int = 1000            # upstream connections in total
+    pool_limit_per_host: int = 0      # 0: no per-host cap
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    type: str
+    base_url: str
+    api_keys: tuple[str, ...] = ()
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    headers: tuple[tuple[str, str], ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)   # everything else, for the provider plugin
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """One entry of `models:`; `pattern` may be a glob (`claude-haiku-*`)."""
+    pattern: str
+    provider: str
+    model: str | None = None          # upstream model name; None: the name the client used
+    max_tokens: int | None = None     # default when the client sends none (OpenAI clients)
+    max_output_tokens: int | None = None  # clamp: the upstream model's output cap
+    filters: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_glob(self) -> bool:
+        return any(c in self.pattern for c in "*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth_keys: tuple[str, ...] = ()
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    models: tuple[ModelConfig, ...] = ()
+    default_model: str | None = None
+    default_max_tokens: int = 4096
+    plugins_dir: str | None = None
+    plugins: dict[str, Any] = field(default_factory=dict)   # per-plugin settings: config.plugin(name)
+    source: str = "<defaults>"
+
+    def plugin(self, name: str) -> dict[str, Any]:
+        value = self.plugins.get(name)
+        return value if isinstance(value, dict) else {}
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def _expand(value: Any, env: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: env.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {k: _expand(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, env) for v in value]
+    return value
+
+
+def _env_providers(env: dict[str, str]) -> dict[str, Any]:
+    """Providers implied by the usual SDK variables, for running without a file."""
+    providers: dict[str, Any] = {}
+    if env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_KEY"):
+        providers["openai"] = {"type": "openai",
+                               "base_url": env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+                               "api_key": env.get("OPENAI_API_KEY", "")}
+    if env.get("ANTHROPIC_BASE_URL") or env.get("ANTHROPIC_API_KEY"):
+        providers["anthropic"] = {"type": "anthropic",
+                                  "base_url": env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
+                                  "api_key": env.get("ANTHROPIC_API_KEY", "")}
+    return providers
+
+
+def _env_models(providers: dict[str, Any]) -> dict[str, Any]:
+    """Without a file: claude-* names go to an Anthropic provider, everything else to OpenAI."""
+    models: dict[str, Any] = {}
+    if "anthropic" in providers:
+        models["claude-*"] = {"provider": "anthropic"}
+    if "openai" in providers:
+        models["*"] = {"provider": "openai"}
+    elif "anthropic" in providers:
+        models["*"] = {"provider": "anthropic"}
+    return models
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ) if env is None else env
+    if path is None:
+        path = env.get("P5PROXY_CONFIG") or None
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = _expand(loaded, env)
+    else:
+        providers = _env_providers(env)
+        data = {"providers": providers, "models": _env_models(providers)}
+    port_env = env.get("P5PROXY_PORT") or env.get("P5JS2API_PORT")
+    if port_env:
+        data.setdefault("server", {})
+        if isinstance(data["server"], dict):
+            data["server"] = {**data["server"], "port": port_env}
+    return config_from_dict(data, source=source)
+
+
+class _Checker:
+    """Collects every problem instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def mapping(self, value: Any, path: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, f"must be a mapping, got {type(value).__name__}")
+            return {}
+        return value
+
+    def number(self, value: Any, path: str, default: Any, *, integer: bool = False,
+               minimum: float = 0, allow_none: bool = False) -> Any:
+        if value is None:
+            return None if allow_none else default
+        try:
+            number = int(value) if integer else float(value)
+        except (TypeError, ValueError):
+            self.fail(path, f"must be a {'whole ' if integer else ''}number, got {value!r}")
+            return default
+        if number < minimum:
+            self.fail(path, f"must be at least {minimum}, got {number}")
+            return default
+        return number
+
+    def string(self, value: Any, path: str, *, required: bool = False) -> str | None:
+        if value is None or value == "":
+            if required:
+                self.fail(path, "is required")
+            return None
+        if not isinstance(value, (str, int, float)):
+            self.fail(path, f"must be a string, got {type(value).__name__}")
+            return None
+        return str(value)
+
+    def strings(self, value: Any, path: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,) if value else ()
+        if not isinstance(value, list):
+            self.fail(path, "must be a list of strings")
+            return ()
+        return tuple(str(v) for v in value if v not in (None, ""))
+
+
+_SERVER_KEYS = {"host", "port", "max_body_bytes", "heartbeat_secs", "pool_limit", "pool_limit_per_host"}
+_TOP_KEYS = {"server", "auth", "providers", "models", "default_model", "default_max_tokens",
+             "plugins_dir", "plugins"}
+_PROVIDER_KEYS = {"type", "base_url", "api_key", "api_keys", "timeouts", "headers"}
+_MODEL_KEYS = {"provider", "model", "max_tokens", "max_output_tokens", "filters"}
+
+
+def _server(c: _Checker, raw: dict[str, Any]) -> ServerConfig:
+    for key in raw:
+        if key not in _SERVER_KEYS:
+            c.fail(f"server.{key}", f"unknown setting (known: {', '.join(sorted(_SERVER_KEYS))})")
+    d = ServerConfig()
+    port = c.number(raw.get("port"), "server.port", d.port, integer=True, minimum=0)
+    if port > 65535:
+        c.fail("server.port", f"must be at most 65535, got {port}")
+    return ServerConfig(
+        host=c.string(raw.get("host"), "server.host") or d.host,
+        port=port,
+        max_body_bytes=c.number(raw.get("max_body_bytes"), "server.max_body_bytes",
+                                d.max_body_bytes, integer=True, minimum=1024),
+        heartbeat_secs=c.number(raw.get("heartbeat_secs"), "server.heartbeat_secs",
+                                d.heartbeat_secs, minimum=0.05),
+        pool_limit=c.number(raw.get("pool_limit"), "server.pool_limit", d.pool_limit,
+                            integer=True, minimum=0),
+        pool_limit_per_host=c.number(raw.get("pool_limit_per_host"), "server.pool_limit_per_host",
+                                     d.pool_limit_per_host, integer=True, minimum=0),
+    )
+
+
+def _timeouts(c: _Checker, raw: Any, path: str) -> Timeouts:
+    raw = c.mapping(raw, path)
+    d = Timeouts()
+    for key in raw:
+        if key not in ("connect", "first_byte", "idle", "total"):
+            c.fail(f"{path}.{key}", "unknown timeout (known: connect, first_byte, idle, total)")
+    return Timeouts(
+        connect=c.number(raw.get("connect"), f"{path}.connect", d.connect, minimum=0.001),
+        first_byte=c.number(raw.get("first_byte"), f"{path}.first_byte", d.first_byte, minimum=0.001),
+        idle=c.number(raw.get("idle"), f"{path}.idle", d.idle, minimum=0.001),
+        total=c.number(raw.get("total"), f"{path}.total", None, minimum=0.001, allow_none=True),
+    )
+
+
+def _provider(c: _Checker, name: str, raw: Any) -> ProviderConfig | None:
+    path = f"providers.{name}"
+    raw = c.mapping(raw, path)
+    ptype = c.string(raw.get("type"), f"{path}.type", required=True)
+    base_url = c.string(raw.get("base_url"), f"{path}.base_url", required=True)
+    if base_url and not base_url.startswith(("http://", "https://")):
+        c.fail(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
+    keys = c.strings(raw.get("api_keys"), f"{path}.api_keys")
+    single = c.string(raw.get("api_key"), f"{path}.api_key")
+    if single:
+        keys = (single, *keys)
+    headers = c.mapping(raw.get("headers"), f"{path}.headers")
+    if ptype is None or base_url is None:
+        return None
+    return ProviderConfig(
+        name=name, type=ptype, base_url=base_url.rstrip("/"), api_keys=keys,
+        timeouts=_timeouts(c, raw.get("timeouts"), f"{path}.timeouts"),
+        headers=tuple((str(k), str(v)) for k, v in headers.items()),
+        options={k: v for k, v in raw.items() if k not in _PROVIDER_KEYS},
+    )
+
+
+def _model(c: _Checker, pattern: str, raw: Any, providers: dict[str, ProviderConfig],
+           declared: set[str]) -> ModelConfig | None:
+    path = f"models.{pattern}"
+    if isinstance(raw, str):   # shorthand: `name: provider`
+        raw = {"provider": raw}
+    raw = c.mapping(raw, path)
+    provider = c.string(raw.get("provider"), f"{path}.provider", required=True)
+    if provider and provider not in declared:
+        c.fail(f"{path}.provider", f"unknown provider {provider!r} "
+               f"(declared: {', '.join(sorted(declared)) or 'none'})")
+    filters = c.strings(raw.get("filters"), f"{path}.filters")
+    if provider is None:
+        return None
+    return ModelConfig(
+        pattern=str(pattern), provider=provider,
+        model=c.string(raw.get("model"), f"{path}.model"),
+        max_tokens=c.number(raw.get("max_tokens"), f"{path}.max_tokens", None, integer=True,
+                            minimum=1, allow_none=True),
+        max_output_tokens=c.number(raw.get("max_output_tokens"), f"{path}.max_output_tokens",
+                                   None, integer=True, minimum=1, allow_none=True),
+        filters=filters,
+        options={k: v for k, v in raw.items() if k not in _MODEL_KEYS},
+    )
+
+
+def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
+    c = _Checker()
+    for key in data:
+        if key not in _TOP_KEYS:
+            c.fail(key, f"unknown setting (known: {', '.join(sorted(_TOP_KEYS))})")
+    server = _server(c, c.mapping(data.get("server"), "server"))
+    auth = c.mapping(data.get("auth"), "auth")
+    auth_keys = c.strings(auth.get("keys"), "auth.keys")
+    raw_providers = c.mapping(data.get("providers"), "providers")
+    providers: dict[str, ProviderConfig] = {}
+    for name, raw in raw_providers.items():
+        provider = _provider(c, str(name), raw)
+        if provider is not None:
+            providers[str(name)] = provider
+    declared = {str(n) for n in raw_providers}
+    models: list[ModelConfig] = []
+    raw_models = data.get("models")
+    if isinstance(raw_models, list):   # also accept a list of {name: ..., provider: ...}
+        raw_models = {str(m.get("name")): m for m in raw_models if isinstance(m, dict)}
+    for pattern, raw in c.mapping(raw_models, "models").items():
+        model = _model(c, str(pattern), raw, providers, declared)
+        if model is not None:
+            models.append(model)
+    # exact names first, then globs in file order
+    models.sort(key=lambda m: m.is_glob)
+    default_model = c.string(data.get("default_model"), "default_model")
+    if default_model and models and not any(m.pattern == default_model for m in models) \
+            and not any(fnmatch.fnmatchcase(default_model, m.pattern) for m in models):
+        c.fail("default_model", f"{default_model!r} matches no entry of models")
+    plugins_dir = c.string(data.get("plugins_dir"), "plugins_dir")
+    if plugins_dir and not Path(plugins_dir).is_dir():
+        c.fail("plugins_dir", f"{plugins_dir!r} is not a directory")
+    if c.problems:
+        raise ConfigError(c.problems)
+    return Config(
+        server=server, auth_keys=auth_keys, providers=providers, models=tuple(models),
+        default_model=default_model,
+        default_max_tokens=c.number(data.get("default_max_tokens"), "default_max_tokens", 4096,
+                                    integer=True, minimum=1),
+        plugins_dir=plugins_dir, plugins=c.mapping(data.get("plugins"), "plugins"), source=source,
+    )
