@@ -1,0 +1,117 @@
+"""Command line: `p5proxy serve | plugins | check-config` (also `python -m p5proxy`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+
+from aiohttp import web
+
+from . import __version__
+from .config import Config, load_config
+from .errors import ConfigError, PluginError
+
+__all__ = ["main"]
+
+
+def _load(path: str | None) -> Config:
+    return load_config(path)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .app import create_app
+
+    config = _load(args.config)
+    server = config.server
+    if args.host:
+        server = dataclasses.replace(server, host=args.host)
+    if args.port is not None:
+        server = dataclasses.replace(server, port=args.port)
+    config = dataclasses.replace(config, server=server)
+    app = create_app(config)
+    try:
+        import uvloop
+        loop_factory = uvloop.new_event_loop
+    except ImportError:   # pragma: no cover - uvloop is a dependency on POSIX
+        loop_factory = None
+    print(f"p5proxy {__version__} listening on http://{server.host}:{server.port} "
+          f"(config: {config.source}, providers: {', '.join(config.providers) or 'none'})",
+          flush=True)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_run(app, server.host, server.port, access_log=args.access_log))
+    return 0
+
+
+async def _run(app: web.Application, host: str, port: int, *, access_log: bool) -> None:
+    runner = web.AppRunner(app, handler_cancellation=True,   # a client that leaves cancels its upstream call
+                           access_log=logging.getLogger("aiohttp.access") if access_log else None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from .plugins import build_registry, describe_plugins, make_plugin_manager
+
+    config = _load(args.config)
+    pm = make_plugin_manager(config)
+    registry = build_registry(pm, config)
+    for plugin in describe_plugins(pm):
+        version = f" {plugin['version']}" if plugin["version"] else ""
+        print(f"{plugin['name']}{version}: {', '.join(plugin['hooks']) or '(no hooks)'}")
+    print(f"provider types: {', '.join(sorted(registry.providers))}")
+    print(f"filters: {', '.join(sorted(registry.filters)) or '(none)'}")
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from .app import create_app
+
+    config = _load(args.config)
+    create_app(config)   # also resolves provider types and filters
+    print(f"{config.source}: OK ({len(config.providers)} providers, {len(config.models)} models)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="p5proxy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"p5proxy {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="YAML configuration file (default: $P5PROXY_CONFIG or "
+                                        "embedded defaults)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--log-level", default="INFO")
+    for name, help_text in (("plugins", "list loaded plugins and their hooks"),
+                            ("check-config", "validate a configuration file")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config")
+        p.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = {"serve": _serve, "plugins": _plugins, "check-config": _check_config}[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"configuration error in {args.config or '<defaults>'}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except PluginError as exc:
+        print(f"plugin error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0

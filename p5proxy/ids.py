@@ -1,0 +1,49 @@
+"""Ids that look native to each protocol, unique under concurrency (random, not counters)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+__all__ = ["message_id", "completion_id", "tool_use_id", "tool_call_id", "request_id",
+           "anthropic_safe_id"]
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def _base62(n_chars: int) -> str:
+    raw = int.from_bytes(os.urandom(n_chars), "big")
+    out = []
+    for _ in range(n_chars):
+        raw, rem = divmod(raw, 62)
+        out.append(_ALPHABET[rem])
+    return "".join(out)
+
+
+def message_id() -> str:
+    return "msg_01" + _base62(22)
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + _base62(29)
+
+
+def tool_use_id() -> str:
+    return "toolu_01" + _base62(22)
+
+
+def tool_call_id() -> str:
+    return "call_" + _base62(24)
+
+
+def request_id() -> str:
+    return "req_01" + _base62(22)
+
+
+def anthropic_safe_id(value: str) -> str:
+    """Anthropic accepts tool ids matching ^[a-zA-Z0-9_-]+$; upstreams such as Kimi use
+    `functions.Bash:0`. The rewrite is deterministic, so a tool_use and its tool_result agree."""
+    if not value:
+        return tool_use_id()
+    return _UNSAFE.sub("_", value)

@@ -1,0 +1,83 @@
+"""Client authentication and the one place errors are rendered, in the caller's protocol."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from .appkeys import REQUEST_ID, STATE
+from .errors import AuthError, P5ProxyError, UnknownModel, kind_for_status
+from .ids import request_id
+from .surfaces import ANTHROPIC, OPENAI, Surface
+
+__all__ = ["gateway_middleware", "surface_for", "client_key"]
+
+log = logging.getLogger("p5proxy")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_OPEN_PATHS = frozenset(("/", "/health", "/api/hello"))
+
+
+def surface_for(request: web.Request) -> Surface:
+    path = request.path
+    if path.startswith("/v1/messages"):
+        return ANTHROPIC
+    if path.startswith("/v1/chat"):
+        return OPENAI
+    return ANTHROPIC if "anthropic-version" in request.headers else OPENAI
+
+
+def client_key(request: web.Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return None
+
+
+def _check_auth(request: web.Request, keys: tuple[str, ...]) -> None:
+    key = client_key(request)
+    if key is None:
+        raise AuthError("missing API key: send it as x-api-key or Authorization: Bearer")
+    encoded = key.encode()
+    if not any(hmac.compare_digest(encoded, k.encode()) for k in keys):
+        raise AuthError("invalid API key")
+
+
+def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Response:
+    surface = surface_for(request)
+    resp = web.Response(body=orjson.dumps(surface.error_body(err, rid)),
+                        status=surface.error_status(err), content_type="application/json")
+    if err.retry_after:
+        resp.headers["Retry-After"] = err.retry_after
+    return resp
+
+
+@web.middleware
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request_id()
+    request[REQUEST_ID] = rid
+    try:
+        keys = request.app[STATE].config.auth_keys
+        if keys and request.path not in _OPEN_PATHS:
+            _check_auth(request, keys)
+        resp = await handler(request)
+    except P5ProxyError as err:
+        if err.status >= 500:
+            log.warning("%s %s -> %s: %s", request.method, request.path, err.status, err.message)
+        resp = _error_response(request, err, rid)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.status != 404 else f"no route for {request.method} {request.path}"
+        err_cls = UnknownModel if exc.status == 404 else P5ProxyError
+        resp = _error_response(request, err_cls(message or exc.reason, status=exc.status,
+                                                kind=kind_for_status(exc.status)), rid)
+    if not resp.prepared:
+        resp.headers.setdefault(surface_for(request).request_id_header, rid)
+    return resp

@@ -1,0 +1,63 @@
+"""Light type checks for request decoding: one isinstance per field, errors name the field."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from ..errors import InvalidRequest
+
+__all__ = ["fail", "need_str", "need_int", "need_number", "need_list", "need_dict", "opt_bool"]
+
+
+def fail(param: str, message: str) -> NoReturn:
+    raise InvalidRequest(f"{param}: {message}", param=param)
+
+
+def _type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def need_str(value: Any, param: str, *, empty_ok: bool = False) -> str:
+    if not isinstance(value, str):
+        fail(param, f"Input should be a valid string, got {_type(value)}")
+    if not value and not empty_ok:
+        fail(param, "must not be empty")
+    return value
+
+
+def need_int(value: Any, param: str, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            fail(param, f"Input should be a valid integer, got {_type(value)}")
+    if value < minimum:
+        fail(param, f"must be greater than or equal to {minimum}")
+    return value
+
+
+def need_number(value: Any, param: str) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fail(param, f"Input should be a valid number, got {_type(value)}")
+    return value
+
+
+def need_list(value: Any, param: str) -> list[Any]:
+    if not isinstance(value, list):
+        fail(param, f"Input should be a valid array, got {_type(value)}")
+    return value
+
+
+def need_dict(value: Any, param: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        fail(param, f"Input should be a valid object, got {_type(value)}")
+    return value
+
+
+def opt_bool(value: Any, param: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        fail(param, f"Input should be a valid boolean, got {_type(value)}")
+    return value

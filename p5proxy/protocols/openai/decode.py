@@ -1,0 +1,199 @@
+"""OpenAI Chat Completions request body -> ChatRequest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...aggregate import parse_tool_input
+from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPart, Thinking,
+                          ThinkingPart, Tool, ToolCallPart, ToolChoice, ToolResultPart)
+from .._check import fail, need_dict, need_int, need_list, need_number, need_str, opt_bool
+
+__all__ = ["decode_request", "parse_data_url"]
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """`data:image/png;base64,AAAA` -> ("image/png", "AAAA")."""
+    if not url.startswith("data:"):
+        return None
+    header, sep, payload = url.partition(",")
+    if not sep or ";base64" not in header:
+        return None
+    return header[5:].split(";")[0] or "image/png", payload
+
+
+def _text_of(content: Any, path: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for i, part in enumerate(need_list(content, path)):
+        need_dict(part, f"{path}.{i}")
+        if part.get("type") in ("text", "input_text", "output_text"):
+            texts.append(need_str(part.get("text"), f"{path}.{i}.text", empty_ok=True))
+        elif part.get("type") == "refusal":
+            texts.append(str(part.get("refusal") or ""))
+    return "".join(texts)
+
+
+def _user_parts(content: Any, path: str) -> list[Part]:
+    if isinstance(content, str):
+        return [TextPart(content)]
+    if content is None:
+        return []
+    parts: list[Part] = []
+    for i, part in enumerate(need_list(content, path)):
+        need_dict(part, f"{path}.{i}")
+        ptype = part.get("type")
+        if ptype == "text":
+            parts.append(TextPart(need_str(part.get("text"), f"{path}.{i}.text", empty_ok=True)))
+        elif ptype == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            url = need_str(url, f"{path}.{i}.image_url.url")
+            inline = parse_data_url(url)
+            parts.append(ImagePart(media_type=inline[0], data=inline[1]) if inline
+                         else ImagePart(url=url))
+        elif isinstance(ptype, str):
+            parts.append(RawPart(part, "openai"))   # input_audio, file...
+        else:
+            fail(f"{path}.{i}.type", "Input should be a valid string")
+    return parts
+
+
+def _assistant_parts(msg: dict[str, Any], path: str) -> list[Part]:
+    parts: list[Part] = []
+    reasoning = msg.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        parts.append(ThinkingPart(reasoning))
+    text = _text_of(msg.get("content"), f"{path}.content")
+    if text:
+        parts.append(TextPart(text))
+    calls = msg.get("tool_calls")
+    if calls is not None:
+        for j, call in enumerate(need_list(calls, f"{path}.tool_calls")):
+            need_dict(call, f"{path}.tool_calls.{j}")
+            fn = need_dict(call.get("function"), f"{path}.tool_calls.{j}.function")
+            args = fn.get("arguments")
+            parts.append(ToolCallPart(need_str(call.get("id"), f"{path}.tool_calls.{j}.id"),
+                                      need_str(fn.get("name"), f"{path}.tool_calls.{j}.function.name"),
+                                      args if isinstance(args, dict) else parse_tool_input(args or "")))
+    legacy = msg.get("function_call")
+    if isinstance(legacy, dict) and legacy.get("name"):
+        parts.append(ToolCallPart(str(legacy["name"]), str(legacy["name"]),
+                                  parse_tool_input(legacy.get("arguments") or "")))
+    return parts
+
+
+def _messages(raw: Any) -> tuple[list[TextPart], list[Message]]:
+    system: list[TextPart] = []
+    messages: list[Message] = []
+    for i, msg in enumerate(need_list(raw, "messages")):
+        path = f"messages.{i}"
+        need_dict(msg, path)
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(msg.get("content"), f"{path}.content")
+            if not messages:
+                system.append(TextPart(text))       # leading: the system prompt
+            else:
+                messages.append(Message("system", [TextPart(text)]))
+        elif role == "user":
+            messages.append(Message("user", _user_parts(msg.get("content"), f"{path}.content")))
+        elif role == "assistant":
+            messages.append(Message("assistant", _assistant_parts(msg, path)))
+        elif role in ("tool", "function"):
+            call_id = msg.get("tool_call_id") if role == "tool" else msg.get("name")
+            content = msg.get("content")
+            result_parts = (_user_parts(content, f"{path}.content") if isinstance(content, list)
+                            else [TextPart(_text_of(content, f"{path}.content"))])
+            part = ToolResultPart(need_str(call_id, f"{path}.tool_call_id"), result_parts)
+            # consecutive results of one parallel batch share one user turn
+            if messages and messages[-1].role == "user" and \
+                    all(isinstance(p, ToolResultPart) for p in messages[-1].parts):
+                messages[-1].parts.append(part)
+            else:
+                messages.append(Message("user", [part]))
+        else:
+            fail(f"{path}.role", f"must be one of system, developer, user, assistant, tool; got {role!r}")
+    return system, messages
+
+
+def _tools(raw: Any) -> list[Tool]:
+    tools = []
+    for i, tool in enumerate(need_list(raw, "tools")):
+        need_dict(tool, f"tools.{i}")
+        if tool.get("type", "function") != "function":
+            continue   # custom / built-in tools have no Anthropic equivalent; kept in raw
+        fn = need_dict(tool.get("function"), f"tools.{i}.function")
+        params = fn.get("parameters")
+        meta = {"strict": fn["strict"]} if fn.get("strict") is not None else None
+        tools.append(Tool(need_str(fn.get("name"), f"tools.{i}.function.name"),
+                          fn.get("description"),
+                          need_dict(params, f"tools.{i}.function.parameters") if params is not None
+                          else {"type": "object", "properties": {}}, meta))
+    return tools
+
+
+def _tool_choice(raw: Any, parallel: Any) -> ToolChoice | None:
+    disable_parallel = parallel is False
+    if raw is None:
+        return ToolChoice("auto", None, True) if disable_parallel else None
+    if isinstance(raw, str):
+        mapped = {"auto": "auto", "required": "any", "none": "none"}.get(raw)
+        if mapped is None:
+            fail("tool_choice", f"must be one of none, auto, required or a function; got {raw!r}")
+        return ToolChoice(mapped, None, disable_parallel)
+    need_dict(raw, "tool_choice")
+    fn = raw.get("function")
+    if raw.get("type") == "function" and isinstance(fn, dict):
+        return ToolChoice("tool", need_str(fn.get("name"), "tool_choice.function.name"),
+                          disable_parallel)
+    return ToolChoice("auto", None, disable_parallel)   # allowed_tools etc.: let the model pick
+
+
+def _response_format(raw: Any) -> dict[str, Any] | None:
+    if not isinstance(raw, dict):
+        return None
+    if raw.get("type") == "json_schema" and isinstance(raw.get("json_schema"), dict):
+        spec = raw["json_schema"]
+        return {"type": "json_schema", "schema": spec.get("schema") or {}, "name": spec.get("name")}
+    if raw.get("type") == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def decode_request(body: Any, headers: Any = None) -> ChatRequest:
+    if not isinstance(body, dict):
+        fail("body", "the request body must be a JSON object")
+    model = need_str(body.get("model"), "model")
+    system, messages = _messages(body.get("messages"))
+    if not messages and not system:
+        fail("messages", "must contain at least one message")
+    max_tokens = body.get("max_completion_tokens")
+    param = "max_completion_tokens"
+    if max_tokens is None:
+        max_tokens, param = body.get("max_tokens"), "max_tokens"
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    effort = body.get("reasoning_effort")
+    stream_options = body.get("stream_options")
+    temperature, top_p = body.get("temperature"), body.get("top_p")
+    return ChatRequest(
+        model=model, messages=messages, ingress="openai", raw=body, system=system,
+        tools=_tools(body["tools"]) if body.get("tools") is not None else [],
+        tool_choice=_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls")),
+        max_tokens=need_int(max_tokens, param, minimum=1) if max_tokens is not None else None,
+        temperature=need_number(temperature, "temperature") if temperature is not None else None,
+        top_p=need_number(top_p, "top_p") if top_p is not None else None,
+        stop=[need_str(s, f"stop.{i}") for i, s in enumerate(need_list(stop, "stop"))]
+        if stop is not None else [],
+        stream=opt_bool(body.get("stream"), "stream"),
+        include_usage=isinstance(stream_options, dict) and stream_options.get("include_usage") is True,
+        thinking=(Thinking("disabled") if effort == "none" else Thinking("enabled", effort=effort))
+        if isinstance(effort, str) else None,
+        response_format=_response_format(body.get("response_format")),
+        user=body.get("safety_identifier") or body.get("user") or None,
+    )

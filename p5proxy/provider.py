@@ -1,0 +1,86 @@
+"""What a provider plugin implements, and the request it hands to the upstream client."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .canonical import ChatRequest, StreamEvent
+from .config import Config, ModelConfig, ProviderConfig
+from .errors import UpstreamError
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["Provider", "UpstreamRequest", "StreamParser", "Route"]
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    stream: bool
+
+
+class StreamParser(Protocol):
+    done: bool
+
+    def feed(self, event: str, data: str) -> list[StreamEvent]: ...
+
+    def close(self) -> list[StreamEvent]: ...
+
+
+@dataclass(slots=True)
+class Route:
+    provider: Provider
+    upstream_model: str
+    model: ModelConfig
+    filters: list[Any] = field(default_factory=list)
+
+    def clamp_max_tokens(self, requested: int | None, default: int | None) -> int | None:
+        """The client's value, else the model's default; never above the model's output cap."""
+        value = requested if requested is not None else (self.model.max_tokens or default)
+        cap = self.model.max_output_tokens or self.provider.max_output_tokens
+        if value is not None and cap:
+            value = min(value, cap)
+        return value
+
+
+class Provider:
+    """Base class for providers. Subclasses set `protocol` ("openai" or "anthropic": which
+    client protocol can be passed through unchanged) and implement the four methods.
+
+    `build_request` and `parse_response` are pure; `stream_parser` returns a fresh incremental
+    parser per request; `map_error` turns a non-2xx upstream answer into an UpstreamError.
+    """
+
+    protocol: str = ""
+
+    def __init__(self, config: ProviderConfig, settings: Config) -> None:
+        self.config = config
+        self.settings = settings
+        self.name = config.name
+        self.max_output_tokens: int | None = config.options.get("max_output_tokens")
+        self._keys = itertools.cycle(config.api_keys or ("",))
+
+    def next_key(self) -> str:
+        return next(self._keys)
+
+    def build_request(self, req: ChatRequest, route: Route) -> UpstreamRequest:
+        raise NotImplementedError
+
+    def stream_parser(self) -> StreamParser:
+        raise NotImplementedError
+
+    def parse_response(self, body: dict[str, Any]) -> list[StreamEvent]:
+        raise NotImplementedError
+
+    def map_error(self, status: int, body: Any, headers: Any) -> UpstreamError:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """For /health: the configuration without secrets."""
+        return {"type": self.config.type, "base_url": self.config.base_url,
+                "keys": len(self.config.api_keys)}

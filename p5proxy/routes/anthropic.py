@@ -1,0 +1,27 @@
+"""Anthropic surface: POST /v1/messages and /v1/messages/count_tokens (also with ?beta=true)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..protocols.anthropic import decode_request
+from ..surfaces import ANTHROPIC
+from ..tokens import estimate_input_tokens
+from .chat import handle_chat, read_json
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/messages")
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await handle_chat(request, ANTHROPIC)
+
+
+@routes.post("/v1/messages/count_tokens")
+async def count_tokens(request: web.Request) -> web.Response:
+    """Answered locally with an estimate (system, tools, messages, images): Claude Code calls
+    this often, and a 404 here degrades its context accounting."""
+    req = decode_request(await read_json(request), count_only=True)
+    return web.json_response({"input_tokens": estimate_input_tokens(req)})

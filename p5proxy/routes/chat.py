@@ -1,0 +1,95 @@
+"""The one chat pipeline behind both surfaces: decode, route, call upstream, then either
+aggregate (non-streaming client) or render events as they come (streaming client).
+
+The status line is committed only once the upstream has answered successfully with its first
+event; earlier failures become real HTTP errors via the error middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..aggregate import Aggregator
+from ..appkeys import REQUEST_ID, STATE
+from ..canonical import ErrorEvent
+from ..errors import InvalidRequest, P5ProxyError, PayloadTooLarge
+from ..filters import apply_filters
+from ..surfaces import Surface
+from ..tokens import estimate_input_tokens
+
+__all__ = ["read_json", "handle_chat", "SSE_HEADERS"]
+
+log = logging.getLogger("p5proxy.chat")
+
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+               "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+async def read_json(request: web.Request) -> Any:
+    limit = request.app[STATE].config.server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds the "
+                              f"limit of {limit} bytes (server.max_body_bytes)")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes "
+                              "(server.max_body_bytes)") from None
+    if not raw:
+        raise InvalidRequest("body: the request body is empty; send a JSON object", param="body")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"body: invalid JSON: {exc}", param="body") from None
+
+
+async def handle_chat(request: web.Request, surface: Surface) -> web.StreamResponse:
+    state = request.app[STATE]
+    req = surface.decode(await read_json(request), request.headers)
+    route = state.router.resolve(req.model)
+    runs = [f.open(req, route) for f in route.filters]
+    ureq = route.provider.build_request(req, route)
+    passthrough = route.provider.protocol == req.ingress
+    estimate = 0 if passthrough else estimate_input_tokens(req)
+    batches = state.upstream.events(route.provider, ureq, route.provider.config.timeouts)
+    if runs:
+        batches = apply_filters(batches, runs)
+    async with aclosing(batches) as stream:
+        first = await anext(stream, [])
+        if first and isinstance(first[0], ErrorEvent):
+            raise first[0].error
+        if not req.stream:
+            agg = Aggregator()
+            for ev in first:
+                agg.feed(ev)
+            async for batch in stream:
+                for ev in batch:
+                    agg.feed(ev)
+            body = surface.render_response(agg.result(), model=req.model,
+                                           input_estimate=estimate, passthrough=passthrough)
+            return web.Response(body=orjson.dumps(body), content_type="application/json")
+        renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
+                                    input_estimate=estimate, passthrough=passthrough)
+        resp = web.StreamResponse(headers=SSE_HEADERS)
+        resp.headers[surface.request_id_header] = request[REQUEST_ID]
+        await resp.prepare(request)
+        render = renderer.render
+        try:
+            await resp.write(b"".join([render(ev) for ev in first]))
+            async for batch in stream:
+                await resp.write(b"".join([render(ev) for ev in batch]))
+        except P5ProxyError as err:
+            log.warning("stream from %s failed after the first byte: %s", route.provider.name, err)
+            await resp.write(renderer.error(err))
+        except (ConnectionError, web.HTTPException):
+            raise
+        except Exception:   # never a traceback on the wire: end the stream with an error event
+            log.exception("internal error while streaming from %s", route.provider.name)
+            await resp.write(renderer.error(P5ProxyError("internal error in the gateway")))
+        await resp.write_eof()
+        return resp

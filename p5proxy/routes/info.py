@@ -1,0 +1,63 @@
+"""GET /v1/models (both SDK shapes), /health, and the root that Claude Code preflights."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .. import __version__
+from ..appkeys import STATE
+from ..errors import UnknownModel
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+_CREATED = 1735689600            # a fixed, plausible creation time for configured aliases
+_CREATED_AT = "2025-01-01T00:00:00Z"
+
+
+def _model(name: str) -> dict[str, object]:
+    # One superset object satisfies both SDKs' model types.
+    return {"id": name, "object": "model", "type": "model", "created": _CREATED,
+            "created_at": _CREATED_AT, "display_name": name, "owned_by": "p5proxy"}
+
+
+@routes.get("/v1/models")
+async def models(request: web.Request) -> web.Response:
+    names = request.app[STATE].router.model_names()
+    data = [_model(n) for n in names]
+    if "anthropic-version" in request.headers:
+        return web.json_response({"data": data, "has_more": False,
+                                  "first_id": names[0] if names else None,
+                                  "last_id": names[-1] if names else None})
+    return web.json_response({"object": "list", "data": data})
+
+
+@routes.get("/v1/models/{model_id}")
+async def model(request: web.Request) -> web.Response:
+    name = request.match_info["model_id"]
+    if name not in request.app[STATE].router.model_names():
+        raise UnknownModel(f"model {name!r} is not configured", param="model")
+    return web.json_response(_model(name))
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return web.json_response({
+        "status": "ok", "version": __version__,
+        "providers": state.router.describe(),
+        "models": [{"name": m.pattern, "provider": m.provider, "upstream_model": m.model}
+                   for m in state.config.models],
+        "default_model": state.config.default_model,
+        "auth": "keys" if state.config.auth_keys else "open",
+    })
+
+
+@routes.get("/")
+async def root(request: web.Request) -> web.Response:
+    return web.json_response({"name": "p5proxy", "version": __version__, "status": "ok"})
+
+
+@routes.get("/api/hello")
+async def hello(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})

@@ -1,0 +1,72 @@
+"""Model name -> Route (provider object, upstream model, filters), remembered per name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+from .config import Config, ModelConfig
+from .errors import ConfigError, UnknownModel
+from .plugins import Registry
+from .provider import Provider, Route
+
+__all__ = ["Router"]
+
+_CACHE_LIMIT = 4096   # distinct model names remembered; bounded against garbage names
+
+
+class Router:
+    def __init__(self, config: Config, pm: pluggy.PluginManager, registry: Registry) -> None:
+        self.config = config
+        self._hook = pm.hook.p5proxy_resolve_route
+        self.providers: dict[str, Provider] = {}
+        problems = []
+        for name, pconf in config.providers.items():
+            factory = registry.providers.get(pconf.type)
+            if factory is None:
+                problems.append(f"providers.{name}.type: unknown provider type {pconf.type!r} "
+                                f"(available: {', '.join(sorted(registry.providers))})")
+                continue
+            self.providers[name] = factory(pconf, config)
+        for model in config.models:
+            for fname in model.filters:
+                if fname not in registry.filters:
+                    problems.append(f"models.{model.pattern}.filters: unknown filter {fname!r} "
+                                    f"(available: {', '.join(sorted(registry.filters)) or 'none'})")
+        if problems:
+            raise ConfigError(problems)
+        self._filters = {name: factory(config) for name, factory in registry.filters.items()}
+        self._cache: dict[str, Route] = {}
+
+    def resolve(self, model: str) -> Route:
+        route = self._cache.get(model)
+        if route is not None:
+            return route
+        entry: ModelConfig | None = self._hook(model=model, config=self.config)
+        if entry is None or entry.provider not in self.providers:
+            raise UnknownModel(self._unknown_message(model), param="model")
+        upstream = entry.model or (model if entry.is_glob else entry.pattern)
+        route = Route(self.providers[entry.provider], upstream, entry,
+                      [self._filters[f] for f in entry.filters])
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[model] = route
+        return route
+
+    def _unknown_message(self, model: str) -> str:
+        names = self.model_names()
+        if not self.config.models:
+            return (f"model {model!r} is not configured, and no upstream is: add a `providers:` "
+                    "and a `models:` entry to the configuration file (p5proxy serve --config "
+                    "FILE), or set OPENAI_BASE_URL/OPENAI_API_KEY or "
+                    "ANTHROPIC_BASE_URL/ANTHROPIC_API_KEY")
+        return (f"model {model!r} is not configured; available models: "
+                f"{', '.join(names) or '(patterns only)'}. Add it under `models:` or set "
+                "`default_model`.")
+
+    def model_names(self) -> list[str]:
+        return [m.pattern for m in self.config.models if not m.is_glob]
+
+    def describe(self) -> dict[str, Any]:
+        return {name: p.describe() for name, p in self.providers.items()}

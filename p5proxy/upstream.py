@@ -1,0 +1,148 @@
+"""The only upstream HTTP: one shared client session, explicit phase timeouts, the gateway's
+own deadline around every read, and the upstream answer turned into batches of StreamEvents.
+
+Errors before the first event are raised (the route answers with a real HTTP error); errors
+after it are raised from the iterator and end the client's stream with an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from .canonical import HEARTBEAT, StreamEvent
+from .config import ServerConfig, Timeouts
+from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+from .provider import Provider, UpstreamRequest
+from .sse import SSEDecoder
+
+__all__ = ["UpstreamClient"]
+
+log = logging.getLogger(__name__)
+
+Batch = list[StreamEvent]
+_HEARTBEAT_BATCH: Batch = [HEARTBEAT]
+
+
+class UpstreamClient:
+    def __init__(self, server: ServerConfig) -> None:
+        self.server = server
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.server.pool_limit,
+                                         limit_per_host=self.server.pool_limit_per_host,
+                                         ttl_dns_cache=300, enable_cleanup_closed=True)
+        # No session-wide timeout: every phase gets its own deadline below.
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                             timeout=aiohttp.ClientTimeout(total=None),
+                                             json_serialize=lambda o: orjson.dumps(o).decode())
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def events(self, provider: Provider, ureq: UpstreamRequest,
+                     timeouts: Timeouts) -> AsyncIterator[Batch]:
+        assert self.session is not None, "UpstreamClient.start() was not awaited"
+        started = time.monotonic()
+        client_timeout = aiohttp.ClientTimeout(total=None, connect=None,
+                                               sock_connect=timeouts.connect)
+        try:
+            async with asyncio.timeout(timeouts.connect + timeouts.first_byte):
+                resp = await self.session.post(ureq.url, data=ureq.body, headers=ureq.headers,
+                                               timeout=client_timeout)
+        except TimeoutError:
+            raise UpstreamTimeout(f"upstream {provider.name} did not answer within "
+                                  f"{timeouts.connect + timeouts.first_byte:g}s",
+                                  provider=provider.name) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamConnectError(f"cannot reach upstream {provider.name}: {exc}",
+                                       provider=provider.name) from None
+        try:
+            if resp.status >= 400:
+                raise provider.map_error(resp.status, await self._json(resp, timeouts, provider),
+                                         resp.headers)
+            if ureq.stream and resp.content_type != "application/json":
+                async for batch in self._stream(resp, provider, timeouts, started):
+                    yield batch
+            else:   # a JSON answer, also to a stream request: a one-shot stream
+                body = await self._json(resp, timeouts, provider)
+                if not isinstance(body, dict):
+                    raise UpstreamProtocolError("upstream answered with a non-object body",
+                                                provider=provider.name)
+                if body.get("error") or body.get("type") == "error":
+                    raise provider.map_error(resp.status if resp.status >= 400 else 502, body,
+                                             resp.headers)
+                yield provider.parse_response(body)
+        finally:
+            resp.close()   # never returns an unfinished connection to the pool
+
+    async def _json(self, resp: aiohttp.ClientResponse, timeouts: Timeouts,
+                    provider: Provider) -> Any:
+        try:
+            async with asyncio.timeout(timeouts.idle):
+                raw = await resp.read()
+        except TimeoutError:
+            raise UpstreamTimeout(f"upstream {provider.name} stalled while sending its answer",
+                                  provider=provider.name) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamProtocolError(f"upstream {provider.name} broke the connection: {exc}",
+                                        provider=provider.name) from None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            text = raw[:300].decode("utf-8", "replace")
+            if resp.status >= 400:
+                return {"error": {"message": text or resp.reason or f"HTTP {resp.status}"}}
+            raise UpstreamProtocolError(f"upstream {provider.name} sent invalid JSON: {text!r}",
+                                        provider=provider.name) from None
+
+    async def _stream(self, resp: aiohttp.ClientResponse, provider: Provider, timeouts: Timeouts,
+                      started: float) -> AsyncIterator[Batch]:
+        decoder = SSEDecoder()
+        parser = provider.stream_parser()
+        heartbeat = self.server.heartbeat_secs
+        content = resp.content
+        silent = 0.0
+        while not parser.done:
+            wait = min(heartbeat, timeouts.idle - silent)
+            try:
+                # Our own deadline: aiohttp can wait forever on broken chunked framing.
+                # Cancelling readany() loses nothing: data stays in the buffer.
+                async with asyncio.timeout(wait):
+                    chunk = await content.readany()
+            except TimeoutError:
+                silent += wait
+                if silent >= timeouts.idle:
+                    raise UpstreamTimeout(f"upstream {provider.name} sent nothing for "
+                                          f"{timeouts.idle:g}s", provider=provider.name) from None
+                yield _HEARTBEAT_BATCH
+                continue
+            except aiohttp.ClientError as exc:
+                raise UpstreamProtocolError(f"upstream {provider.name} broke the stream: {exc}",
+                                            provider=provider.name) from None
+            if not chunk:
+                break
+            silent = 0.0
+            batch: Batch = []
+            for event, data in decoder.feed(chunk):
+                batch.extend(parser.feed(event, data))
+            if batch:
+                yield batch
+            if timeouts.total is not None and time.monotonic() - started > timeouts.total:
+                raise UpstreamTimeout(f"upstream {provider.name} exceeded the total time limit "
+                                      f"of {timeouts.total:g}s", provider=provider.name)
+        tail: Batch = []
+        if not parser.done:
+            for event, data in decoder.close():
+                tail.extend(parser.feed(event, data))
+        tail.extend(parser.close())
+        if tail:
+            yield tail

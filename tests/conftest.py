@@ -1,0 +1,77 @@
+"""Shared fixtures: fake upstreams on loopback ports and the real gateway in front of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from p5proxy.app import create_app
+from p5proxy.config import config_from_dict
+from p5proxy.plugins import make_plugin_manager
+from tests.fakes.fixtures import fake_anthropic, fake_openai  # noqa: F401  (fixtures)
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.openai_upstream import FakeOpenAI
+
+
+@dataclass
+class Gateway:
+    url: str                 # http://127.0.0.1:PORT
+    openai: FakeOpenAI       # upstream behind the `oa` provider
+    anthropic: FakeAnthropic  # upstream behind the `an` provider
+
+    @property
+    def openai_base(self) -> str:   # for openai.OpenAI(base_url=...)
+        return self.url + "/v1"
+
+
+def gateway_config(openai_url: str, anthropic_url: str, **overrides: Any) -> dict[str, Any]:
+    """Model names used across the tests:
+    gpt-4o -> OpenAI upstream; claude-sonnet-4-5 -> OpenAI upstream (translated);
+    claude-native -> Anthropic upstream; gpt-via-claude -> Anthropic upstream (translated)."""
+    cfg: dict[str, Any] = {
+        "server": {"heartbeat_secs": 0.5},
+        "providers": {
+            "oa": {"type": "openai", "base_url": openai_url, "api_key": "sk-upstream-openai"},
+            "an": {"type": "anthropic", "base_url": anthropic_url, "api_key": "sk-upstream-anthropic"},
+        },
+        "models": {
+            "gpt-4o": {"provider": "oa", "model": "gpt-4o-upstream"},
+            "claude-sonnet-4-5": {"provider": "oa", "model": "qwen3-coder"},
+            "claude-haiku-*": {"provider": "oa", "model": "qwen3:8b"},
+            "claude-native": {"provider": "an", "model": "claude-sonnet-4-5-20250929"},
+            "gpt-via-claude": {"provider": "an", "model": "claude-sonnet-4-5-20250929"},
+        },
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+async def start_gateway(aiohttp_server: Any, cfg: dict[str, Any]) -> str:
+    config = config_from_dict(cfg)
+    app = create_app(config, pm=make_plugin_manager(config, entry_point_plugins=False))
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return f"http://127.0.0.1:{server.port}"
+
+
+@pytest.fixture
+async def make_gateway(aiohttp_server: Any, fake_openai: Any, fake_anthropic: Any) -> Any:
+    """`await make_gateway(**config_overrides)` -> Gateway."""
+    oa, oa_url = fake_openai
+    an, an_url = fake_anthropic
+
+    async def make(**overrides: Any) -> Gateway:
+        url = await start_gateway(aiohttp_server, gateway_config(oa_url, an_url, **overrides))
+        return Gateway(url, oa, an)
+
+    return make
+
+
+@pytest.fixture
+async def gateway(make_gateway: Any) -> Gateway:
+    return await make_gateway()
