@@ -1,0 +1,612 @@
+"""Run the p5proxy benchmark end to end and print a table of gateway / reference-proxy ratios.
+
+    .venv/bin/python bench/run.py            # full run, about 6 minutes
+    .venv/bin/python bench/run.py --quick    # smoke run, under 2 minutes
+
+Starts the mock upstreams (core 1), the reference proxy and the gateway (core 0, only one of them
+under load at any time), drives each scenario with wrk (core 1) or the slow-stream client, and
+writes everything to bench/results/<timestamp>/. See bench/README.md for what each row means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import claude_code_body  # noqa: E402
+import slow_streams  # noqa: E402
+
+LUA = HERE / "post.lua"
+PROXY_CPU = "0"
+LOAD_CPU = 1
+OA_HEADERS = {"Authorization": "Bearer x"}
+AN_HEADERS = {"x-api-key": "x", "anthropic-version": "2023-06-01"}
+
+
+# --- processes -------------------------------------------------------------------------------
+
+class Procs:
+    """The processes this run started; each is stopped by its own PID, never by name."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, cmd: list[str], *, cpu: str) -> subprocess.Popen:
+        log = open(self.logdir / f"{name}.log", "ab")
+        proc = subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=log, stderr=subprocess.STDOUT,
+                                cwd=ROOT, start_new_session=True)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        kids = _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        for pid in kids:  # workers the gateway forked, if its parent left any behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except FileNotFoundError:
+            continue
+        for t in tasks:
+            try:
+                kids = Path(f"/proc/{p}/task/{t}/children").read_text().split()
+            except OSError:
+                continue
+            for k in kids:
+                out.append(int(k))
+                todo.append(int(k))
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of the process and its descendants (workers), from /proc/PID/status."""
+    total = 0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- HTTP helpers ----------------------------------------------------------------------------
+
+def http(url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+         timeout: float = 10.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **(headers or {})},
+                                 method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, str(exc).encode()
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if http(url, timeout=1.0)[0] == 200:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def mock_stats(port: int) -> dict:
+    status, body = http(f"http://127.0.0.1:{port}/stats", timeout=5)
+    return json.loads(body) if status == 200 else {}
+
+
+# --- response checks: a scenario only counts if the answer is right ----------------------------
+
+def _sse_data(body: bytes) -> list[dict]:
+    out = []
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]"):
+            try:
+                out.append(json.loads(line[5:]))
+            except ValueError:
+                return [{"_bad": line[:80]}]
+    return out
+
+
+def check_openai_json(body: bytes) -> str:
+    try:
+        d = json.loads(body)
+        return "" if d["choices"][0]["message"]["content"] else "empty content"
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return f"not an OpenAI completion ({exc!r}): {body[:120]!r}"
+
+
+def check_openai_sse(body: bytes) -> str:
+    if b"data: [DONE]" not in body:
+        return f"no [DONE]: {body[-120:]!r}"
+    events = _sse_data(body)
+    text = "".join((c.get("delta") or {}).get("content") or "" for e in events for c in e.get("choices") or [])
+    usage = [e["usage"] for e in events if e.get("usage")]
+    if not text:
+        return "no content deltas"
+    return "" if usage and usage[-1].get("completion_tokens") else "no usage chunk"
+
+
+def check_anthropic_json(body: bytes) -> str:
+    try:
+        d = json.loads(body)
+        ok = d["type"] == "message" and d["content"][0]["text"] and d["usage"]["output_tokens"]
+        return "" if ok else "incomplete message"
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return f"not an Anthropic message ({exc!r}): {body[:120]!r}"
+
+
+def check_anthropic_sse(body: bytes) -> str:
+    for ev in (b"event: message_start", b"event: content_block_delta", b"event: message_delta",
+               b"event: message_stop"):
+        if ev not in body:
+            return f"missing {ev.decode()}: {body[-120:]!r}"
+    deltas = [e for e in _sse_data(body) if e.get("type") == "message_delta"]
+    return "" if deltas and deltas[-1].get("usage", {}).get("output_tokens") else "no usage in message_delta"
+
+
+# --- bodies and scenarios --------------------------------------------------------------------
+
+def write_bodies(d: Path) -> dict[str, Path]:
+    d.mkdir(parents=True, exist_ok=True)
+    chat = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Say hello in twenty words."}]
+    usage = {"stream": True, "stream_options": {"include_usage": True}}
+    an = {"max_tokens": 256, "system": "You are a helpful assistant.",
+          "messages": [{"role": "user", "content": "Say hello in twenty words."}]}
+    bodies = {
+        "oa_ns": {"model": "gpt-bench", "messages": chat, "max_tokens": 256},
+        "oa_stream": {"model": "gpt-bench", "messages": chat, "max_tokens": 256, **usage},
+        "an_ns": {"model": "claude-bench", **an},
+        "an_stream": {"model": "claude-bench", **an, "stream": True},
+        "cc": claude_code_body.build(model="claude-bench"),
+        "slow": {"model": "gpt-slow", "messages": chat, "max_tokens": 256, **usage},
+        "slow_ns": {"model": "gpt-slow", "messages": chat, "max_tokens": 256},
+    }
+    paths = {}
+    for name, obj in bodies.items():
+        paths[name] = d / f"{name}.json"
+        paths[name].write_bytes(json.dumps(obj, separators=(",", ":")).encode())
+    return paths
+
+
+@dataclass
+class Req:
+    path: str
+    body: str           # key into the bodies dict
+    headers: dict[str, str]
+    check: object       # callable(bytes) -> error string
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    conc: int
+    gw: Req
+    ref: Req
+    ref_note: str
+    target: float | None     # minimum gateway/reference requests-per-second ratio
+
+
+def scenarios() -> list[Scenario]:
+    oa_ns = Req("/v1/chat/completions", "oa_ns", OA_HEADERS, check_openai_json)
+    oa_st = Req("/v1/chat/completions", "oa_stream", OA_HEADERS, check_openai_sse)
+    an_ns = Req("/v1/messages", "an_ns", AN_HEADERS, check_anthropic_json)
+    an_st = Req("/v1/messages", "an_stream", AN_HEADERS, check_anthropic_sse)
+    cc = Req("/v1/messages", "cc", AN_HEADERS, check_anthropic_sse)
+    same = "same request"
+    passthru = "Anthropic->Anthropic pass-through (ref cannot translate)"
+    return [
+        Scenario("oa_ns_c1", "OpenAI->OpenAI non-stream, c=1", 1, oa_ns, oa_ns, same, None),
+        Scenario("oa_ns_c64", "OpenAI->OpenAI non-stream, c=64", 64, oa_ns, oa_ns, same, 0.70),
+        Scenario("oa_stream_c64", "OpenAI stream 20 chunks + usage, c=64", 64, oa_st, oa_st, same, 0.60),
+        Scenario("an2oa_ns_c64", "Anthropic->OpenAI non-stream, c=64", 64, an_ns, an_ns, passthru, 0.60),
+        Scenario("an2oa_stream_c64", "Anthropic->OpenAI stream, c=64", 64, an_st, an_st, passthru, 0.50),
+        Scenario("cc_120k_c16", "Claude Code 120 KB Anthropic->OpenAI stream, c=16", 16, cc, cc,
+                 "same body, Anthropic->Anthropic pass-through", 0.50),
+    ]
+
+
+# --- wrk -------------------------------------------------------------------------------------
+
+def run_wrk(url: str, body: Path, headers: dict[str, str], *, conc: int, duration: int) -> dict:
+    env = dict(os.environ, BENCH_BODY=str(body), BENCH_HEADERS="|".join(f"{k}: {v}" for k, v in headers.items()))
+    cmd = ["wrk", "-t1", f"-c{conc}", f"-d{duration}s", "--timeout", "10s", "-s", str(LUA), url]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            r = json.loads(line[len("BENCH_JSON "):])
+            r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+            r["errors"] = sum(r[k] for k in ("connect_errors", "read_errors", "write_errors",
+                                             "status_errors", "timeouts"))
+            return r
+    raise RuntimeError(f"wrk gave no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
+
+
+def merge(runs: list[dict]) -> dict:
+    """Requests/s over all repeats; latency percentiles as the median of the repeats."""
+    def med(k: str) -> float:
+        v = sorted(r[k] for r in runs)
+        return v[len(v) // 2]
+    reqs = sum(r["requests"] for r in runs)
+    secs = sum(r["duration_us"] for r in runs) / 1e6
+    return {"rps": reqs / secs, "requests": reqs, "p50_us": med("p50_us"), "p90_us": med("p90_us"),
+            "p99_us": med("p99_us"), "errors": sum(r["errors"] for r in runs),
+            "upstream_requests": sum(r.get("upstream_requests", 0) for r in runs), "runs": runs}
+
+
+# --- the bench -------------------------------------------------------------------------------
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    out: Path
+    procs: Procs
+    bodies: dict[str, Path] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    gateway_ok: bool = False
+
+    def log(self, msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    def url(self, target: str, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports[target]}{path}"
+
+    # processes
+    def start_mocks(self) -> None:
+        py = sys.executable
+        for name, chunks, delay in (("mock", self.args.chunks, 0), ("slowmock", self.args.slow_chunks, 1000)):
+            self.ports[name] = free_port()
+            proc = self.procs.start(name, [py, str(HERE / "mock_upstream.py"), "--port", str(self.ports[name]),
+                                           "--chunks", str(chunks), "--delay-ms", str(delay)], cpu=str(LOAD_CPU))
+            if not wait_ready(self.url(name, "/health"), proc):
+                raise SystemExit(f"{name} did not start; see {self.out}/logs/{name}.log")
+
+    def start_ref(self, name: str, upstream: str) -> subprocess.Popen:
+        self.ports[name] = free_port()
+        proc = self.procs.start(name, [sys.executable, str(HERE / "ref_proxy.py"),
+                                       f"http://127.0.0.1:{self.ports[upstream]}", "--port", str(self.ports[name])],
+                                cpu=PROXY_CPU)
+        # GET /health goes through the reference proxy to the mock
+        if not wait_ready(self.url(name, "/health"), proc) and proc.poll() is not None:
+            raise SystemExit(f"{name} did not start; see {self.out}/logs/{name}.log")
+        return proc
+
+    def write_config(self) -> Path:
+        m, s = self.ports["mock"], self.ports["slowmock"]
+        text = f"""# generated by bench/run.py
+server: {{host: 127.0.0.1, port: {self.ports['gw']}}}
+providers:
+  mock: {{type: openai, base_url: "http://127.0.0.1:{m}/v1", api_key: x}}
+  mockanthropic: {{type: anthropic, base_url: "http://127.0.0.1:{m}", api_key: x}}
+  mockslow: {{type: openai, base_url: "http://127.0.0.1:{s}/v1", api_key: x}}
+models:
+  gpt-bench: {{provider: mock, model: gpt-bench}}
+  claude-bench: {{provider: mock, model: gpt-bench}}
+  gpt-slow: {{provider: mockslow, model: gpt-bench}}
+"""
+        path = self.out / "gateway.yaml"
+        path.write_text(text)
+        return path
+
+    def start_gateway(self) -> bool:
+        if "gw" not in self.ports:
+            self.ports["gw"] = free_port()
+        cfg = self.write_config()
+        cmd = [sys.executable, "-m", "p5proxy", "serve", "--config", str(cfg), "--host", "127.0.0.1",
+               "--port", str(self.ports["gw"])]
+        if self.args.gateway_workers:
+            cmd += ["--workers", str(self.args.gateway_workers)]
+        proc = self.procs.start("gw", cmd, cpu=self.args.gateway_cpus)
+        if wait_ready(self.url("gw", "/health"), proc, timeout=30):
+            return True
+        tail = (self.out / "logs" / "gw.log").read_text(errors="replace")[-600:]
+        self.notes.append(f"gateway did not answer GET /health: {tail.strip()[-300:]}")
+        self.procs.stop("gw")
+        return False
+
+    # measurements
+    def sanity(self, target: str, req: Req) -> str:
+        status, body = http(self.url(target, req.path), self.bodies[req.body].read_bytes(), req.headers, timeout=30)
+        if status != 200:
+            return f"HTTP {status}: {body[:200]!r}"
+        return req.check(body)  # type: ignore[operator]
+
+    def measure(self, target: str, req: Req, conc: int, duration: int) -> dict:
+        before = mock_stats(self.ports["mock"]).get("requests", 0)
+        r = run_wrk(self.url(target, req.path), self.bodies[req.body], req.headers, conc=conc, duration=duration)
+        time.sleep(0.2)
+        r["upstream_requests"] = mock_stats(self.ports["mock"]).get("requests", 0) - before
+        return r
+
+    def scenario(self, sc: Scenario) -> dict:
+        a = self.args
+        targets = {"ref": sc.ref, "gw": sc.gw} if self.gateway_ok else {"ref": sc.ref}
+        if sc.key == "oa_ns_c1":
+            targets = {"direct": sc.ref, **targets}
+        res: dict = {"title": sc.title, "conc": sc.conc, "ref_note": sc.ref_note, "target": sc.target}
+        for t, req in targets.items():
+            port_name = "mock" if t == "direct" else t
+            res[f"{t}_check"] = self.sanity(port_name, req)
+            run_wrk(self.url(port_name, req.path), self.bodies[req.body], req.headers, conc=sc.conc,
+                    duration=a.warmup)
+        runs: dict[str, list[dict]] = {t: [] for t in targets}
+        names = list(targets)
+        for i in range(a.repeat):
+            for t in (names if i % 2 == 0 else names[::-1]):
+                port_name = "mock" if t == "direct" else t
+                self.log(f"  {sc.key}: {t} run {i + 1}/{a.repeat}")
+                runs[t].append(self.measure(port_name, targets[t], sc.conc, a.duration))
+        for t, rs in runs.items():
+            res[t] = merge(rs)
+        return res
+
+    async def slow_one(self, target: str, path: str, body_key: str) -> dict:
+        a = self.args
+        pid = self.procs.procs[target].pid
+        body = self.bodies[body_key].read_bytes()
+        headers = {"Content-Type": "application/json", **OA_HEADERS}
+        for _ in range(20):  # warm the code path with instant non-stream answers
+            await asyncio.to_thread(http, self.url(target, path), self.bodies["slow_ns"].read_bytes(), OA_HEADERS)
+        await asyncio.sleep(0.5)
+        idle = rss_kib(pid)
+        peak = idle
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, rss_kib(pid))
+                await asyncio.sleep(0.25)
+
+        sampler = asyncio.create_task(sample())
+        self.log(f"  slow: {target}: {a.slow_n} streams held ~{a.slow_chunks} s")
+        hold = await slow_streams.hold(self.url(target, path), body, n=a.slow_n, headers=headers)
+        sampler.cancel()
+        await asyncio.sleep(2)
+        after_hold = mock_stats(self.ports["slowmock"])
+        rss_after = rss_kib(pid)
+        self.log(f"  slow: {target}: {a.slow_n} streams, clients leave after {a.leave_stay} s")
+        before = mock_stats(self.ports["slowmock"])
+        left = await slow_streams.leave(self.url(target, path), body, n=a.slow_n, headers=headers,
+                                        stay=a.leave_stay)
+        await asyncio.sleep(2)
+        after = mock_stats(self.ports["slowmock"])
+        return {"hold": hold, "leave": left, "idle_rss_kib": idle, "peak_rss_kib": peak,
+                "rss_after_kib": rss_after, "per_stream_kib": (peak - idle) / a.slow_n,
+                "open_after_hold": after_hold.get("streams_open"),
+                "open_after_leave": after.get("streams_open"),
+                "upstream_started_leave": after.get("streams_started", 0) - before.get("streams_started", 0),
+                "upstream_aborted_leave": after.get("streams_aborted", 0) - before.get("streams_aborted", 0)}
+
+    def slow(self) -> dict:
+        """Fresh processes, so that idle and per-stream RSS do not depend on earlier scenarios."""
+        res: dict = {}
+        self.procs.stop("ref")
+        self.start_ref("refslow", "slowmock")
+        res["ref"] = asyncio.run(self.slow_one("refslow", "/v1/chat/completions", "slow"))
+        self.procs.stop("refslow")
+        if self.gateway_ok:
+            self.procs.stop("gw")
+            if self.start_gateway():
+                res["gw"] = asyncio.run(self.slow_one("gw", "/v1/chat/completions", "slow"))
+        return res
+
+
+# --- report ----------------------------------------------------------------------------------
+
+def _ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.2f}"
+
+
+def _ok(good: bool | None) -> str:
+    return "-" if good is None else ("ok" if good else "MISS")
+
+
+def _c1_target(r: dict) -> tuple[str, bool | None]:
+    """c=1: the latency each proxy adds to a direct call to the mock, gateway over reference."""
+    direct = r["direct"]["p50_us"]
+    ref_add = r["ref"]["p50_us"] - direct
+    text = f"added p50 <= 1.5x ref's (direct {_ms(direct)} ms, ref +{_ms(ref_add)}"
+    if not r.get("gw"):
+        return text + ")", None
+    gw_add = r["gw"]["p50_us"] - direct
+    r["added_p50_ratio"] = ratio = gw_add / ref_add if ref_add > 0 else None
+    if ratio is None:
+        return text + f", gw +{_ms(gw_add)})", None
+    return text + f", gw +{_ms(gw_add)}: {ratio:.2f}x)", ratio <= 1.5
+
+
+def _row(key: str, r: dict) -> str:
+    ref, gw = r["ref"], r.get("gw")
+    ratio = gw["rps"] / ref["rps"] if gw and ref["rps"] else None
+    if key == "oa_ns_c1":
+        target, met = _c1_target(r)
+    else:
+        target = f">= {r['target']:.2f}x"
+        met = None if ratio is None else ratio >= r["target"]
+    flags = []
+    for t in ("ref", "gw"):
+        if r.get(f"{t}_check"):
+            flags.append(f"{t} WRONG ANSWER")
+            met = False if t == "gw" else met
+        if r.get(t) and r[t]["errors"]:
+            flags.append(f"{t} {r[t]['errors']} errors")
+    title = r["title"] + (" **" + "; ".join(flags) + "**" if flags else "")
+    cells = [title, r["ref_note"], f"{ref['rps']:.0f}", f"{gw['rps']:.0f}" if gw else "n/a",
+             f"{ratio:.2f}" if ratio is not None else "n/a", target, _ok(met),
+             _ms(ref["p50_us"]), _ms(gw["p50_us"]) if gw else "-",
+             _ms(ref["p99_us"]), _ms(gw["p99_us"]) if gw else "-"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _slow_rows(slow: dict) -> list[str]:
+    lines = ["| slow streams | completed | idle RSS MiB | peak RSS MiB | KiB/stream above idle "
+             "| upstream streams open 2 s after clients left | met |", "|---|---:|---:|---:|---:|---:|---|"]
+    for t, name in (("ref", "reference proxy"), ("gw", "gateway")):
+        s = slow.get(t)
+        if not s:
+            continue
+        n = s["hold"]["n"]
+        met = None
+        if t == "gw":
+            met = (s["hold"]["completed"] == n and s["per_stream_kib"] <= 40 and s["idle_rss_kib"] <= 80 * 1024
+                   and s["open_after_leave"] == 0 and s["open_after_hold"] == 0)
+        lines.append(f"| {name}, {n} streams | {s['hold']['completed']}/{n} | {s['idle_rss_kib'] / 1024:.1f} | "
+                     f"{s['peak_rss_kib'] / 1024:.1f} | {s['per_stream_kib']:.1f} | "
+                     f"{s['open_after_leave']} of {s['upstream_started_leave']} (after hold: {s['open_after_hold']})"
+                     f" | {_ok(met)} |")
+    lines += ["", "slow-stream targets (gateway): all complete; <= 40 KiB RSS per stream above idle; "
+              "idle RSS <= 80 MiB; no upstream stream open 2 s after the clients leave"]
+    return lines
+
+
+def table(results: dict, gateway_ok: bool) -> str:
+    lines = ["| scenario | reference | ref req/s | gw req/s | gw/ref | target | met | ref p50 ms | gw p50 ms "
+             "| ref p99 ms | gw p99 ms |",
+             "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+    lines += [_row(k, r) for k, r in results["scenarios"].items()]
+    if results.get("slow"):
+        lines += [""] + _slow_rows(results["slow"])
+    if not gateway_ok:
+        lines += ["", "**The gateway was not measured** (not available or did not start): reference-proxy figures only."]
+    return "\n".join(lines)
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="p5proxy benchmark: gateway vs reference proxy")
+    p.add_argument("--quick", action="store_true", help="smoke run: short durations, fewer slow streams")
+    p.add_argument("--duration", type=int, help="seconds per measurement (default 8, quick 2)")
+    p.add_argument("--warmup", type=int, help="seconds of warm-up per target and scenario (default 2, quick 1)")
+    p.add_argument("--repeat", type=int, help="measurements per target, alternating order (default 2, quick 1)")
+    p.add_argument("--slow-n", type=int, help="concurrent slow streams (default 1000, quick 300)")
+    p.add_argument("--slow-chunks", type=int, help="chunks of a slow stream, one per second (default 20, quick 4)")
+    p.add_argument("--leave-stay", type=float, default=None, help="seconds the leaving clients stay (default 3)")
+    p.add_argument("--chunks", type=int, default=20, help="content chunks per fast stream (default 20)")
+    p.add_argument("--only", default="", help="comma-separated scenario keys (and/or 'slow') to run")
+    p.add_argument("--no-gateway", action="store_true", help="measure the reference proxy only")
+    p.add_argument("--gateway-workers", type=int, default=0, help="pass --workers N to p5proxy serve")
+    p.add_argument("--gateway-cpus", default=PROXY_CPU, help="taskset CPU list for the gateway (default 0)")
+    p.add_argument("--report", metavar="RESULTS_JSON", help="print the table of an earlier run and exit")
+    a = p.parse_args(argv)
+    q = a.quick
+    a.duration = a.duration or (2 if q else 8)
+    a.warmup = a.warmup or (1 if q else 2)
+    a.repeat = a.repeat or (1 if q else 2)
+    a.slow_n = a.slow_n or (300 if q else 1000)
+    a.slow_chunks = a.slow_chunks or (4 if q else 20)
+    a.leave_stay = a.leave_stay if a.leave_stay is not None else (2.0 if q else 3.0)
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    if a.report:
+        res = json.loads(Path(a.report).read_text())
+        print(table(res, res.get("gateway_measured", False)))
+        return 0
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    slow_streams.raise_nofile()  # inherited by every process started below
+    os.sched_setaffinity(0, {LOAD_CPU})  # this driver, wrk and the slow-stream client share core 1 with the mock
+    out = HERE / "results" / time.strftime("%Y%m%d-%H%M%S")
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    latest = HERE / "results" / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(out.name)
+    procs = Procs(out / "logs")
+    b = Bench(a, out, procs)
+    b.bodies = write_bodies(out / "bodies")
+    only = {s for s in a.only.split(",") if s}
+    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "args": vars(a), "scenarios": {}}
+    t0 = time.monotonic()
+    try:
+        b.start_mocks()
+        b.start_ref("ref", "mock")
+        b.gateway_ok = not a.no_gateway and b.start_gateway()
+        if b.gateway_ok:
+            b.sanity("gw", Req("/v1/chat/completions", "oa_ns", OA_HEADERS, check_openai_json))
+            time.sleep(0.5)
+            results["gateway_idle_rss_kib"] = rss_kib(procs.procs["gw"].pid)
+        for sc in scenarios():
+            if only and sc.key not in only:
+                continue
+            b.log(f"scenario {sc.key}: {sc.title}")
+            results["scenarios"][sc.key] = b.scenario(sc)
+        if not only or "slow" in only:
+            b.log("scenario slow: concurrent slow streams")
+            results["slow"] = b.slow()
+    finally:
+        procs.stop_all()
+    results["gateway_measured"] = b.gateway_ok
+    results["notes"] = b.notes
+    results["wall_s"] = round(time.monotonic() - t0, 1)
+    text = table(results, b.gateway_ok)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+    for n in b.notes:
+        print(f"note: {n}")
+    print(f"\nresults: {out} ({results['wall_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
