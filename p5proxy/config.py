@@ -29,7 +29,7 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float = 10.0
-    first_byte: float = 300.0   # time to response headers; reasoning models think before answering
+    first_byte: float = 300.0   # request sent -> response headers (connecting included)
     idle: float = 300.0         # longest silence between two chunks of a stream
     total: float | None = None  # None: a healthy long generation is never cut
 

@@ -55,12 +55,12 @@ class UpstreamClient:
         client_timeout = aiohttp.ClientTimeout(total=None, connect=None,
                                                sock_connect=timeouts.connect)
         try:
-            async with asyncio.timeout(timeouts.connect + timeouts.first_byte):
+            async with asyncio.timeout(timeouts.first_byte):   # includes connecting
                 resp = await self.session.post(ureq.url, data=ureq.body, headers=ureq.headers,
                                                timeout=client_timeout)
         except TimeoutError:
             raise UpstreamTimeout(f"upstream {provider.name} did not answer within "
-                                  f"{timeouts.connect + timeouts.first_byte:g}s",
+                                  f"{timeouts.first_byte:g}s",
                                   provider=provider.name) from None
         except aiohttp.ClientError as exc:
             raise UpstreamConnectError(f"cannot reach upstream {provider.name}: {exc}",

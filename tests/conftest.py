@@ -61,13 +61,16 @@ async def start_gateway(aiohttp_server: Any, cfg: dict[str, Any]) -> str:
 
 @pytest.fixture
 async def make_gateway(aiohttp_server: Any, fake_openai: Any, fake_anthropic: Any) -> Any:
-    """`await make_gateway(**config_overrides)` -> Gateway."""
+    """`await make_gateway(**config_overrides)` -> Gateway; `configure(cfg)` may edit the
+    config dict in place (e.g. provider timeouts) before the gateway starts."""
     oa, oa_url = fake_openai
     an, an_url = fake_anthropic
 
-    async def make(**overrides: Any) -> Gateway:
-        url = await start_gateway(aiohttp_server, gateway_config(oa_url, an_url, **overrides))
-        return Gateway(url, oa, an)
+    async def make(configure: Any = None, **overrides: Any) -> Gateway:
+        cfg = gateway_config(oa_url, an_url, **overrides)
+        if configure is not None:
+            configure(cfg)
+        return Gateway(await start_gateway(aiohttp_server, cfg), oa, an)
 
     return make
 
