@@ -9,6 +9,7 @@ import orjson
 
 from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPart, ThinkingPart,
                           ToolCallPart, ToolResultPart)
+from ...thinking import is_minted_signature
 
 __all__ = ["encode_request", "system_text"]
 
@@ -61,7 +62,7 @@ def _content_parts(parts: list[Part]) -> list[dict[str, Any]]:
 def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     """A plain string when there is only text: the form every compatible server accepts."""
     if all(p["type"] == "text" for p in parts):
-        return "".join(p["text"] for p in parts)
+        return "\n".join(p["text"] for p in parts)
     return parts
 
 
@@ -97,7 +98,10 @@ def _assistant(msg: Message) -> dict[str, Any] | None:
     for part in msg.parts:
         if isinstance(part, TextPart):
             texts.append(part.text)
-        elif isinstance(part, ThinkingPart) and part.text:
+        elif isinstance(part, ThinkingPart) and part.text and \
+                (part.signature is None or is_minted_signature(part.signature)):
+            # reasoning that came from an OpenAI-format upstream goes back as reasoning_content
+            # (DeepSeek requires it); Claude's own signed thinking means nothing to others
             reasoning.append(part.text)
         elif isinstance(part, ToolCallPart):
             calls.append({"id": part.id, "type": "function",

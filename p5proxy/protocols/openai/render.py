@@ -74,7 +74,7 @@ class OpenAIStreamRenderer:
         match ev:
             case TextDelta():
                 return self._chunk({"content": ev.text})
-            case ToolInputDelta():
+            case ToolInputDelta() if ev.partial_json:
                 return self._chunk({"tool_calls": [{"index": self._tool_index.get(ev.index, 0),
                                                     "function": {"arguments": ev.partial_json}}]})
             case ThinkingDelta():
