@@ -1,0 +1,27 @@
+# p5proxy container.
+#   docker build -t p5proxy .
+#   docker run -p 18185:18185 -e OPENAI_BASE_URL=... -e OPENAI_API_KEY=... p5proxy
+#   docker run -p 18185:18185 -v $PWD/config.yaml:/etc/p5proxy/config.yaml:ro \
+#       -e P5PROXY_CONFIG=/etc/p5proxy/config.yaml p5proxy
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY setup.cfg pyproject.toml README.md ./
+COPY p5proxy ./p5proxy
+COPY plugins ./plugins
+RUN pip install . && rm -rf /src
+
+RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin p5proxy \
+    && mkdir -p /etc/p5proxy
+USER p5proxy
+WORKDIR /tmp
+
+EXPOSE 18185
+# Without P5PROXY_CONFIG the gateway starts on embedded defaults and routes from
+# OPENAI_BASE_URL / OPENAI_API_KEY / ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY.
+CMD ["p5proxy", "serve", "--host", "0.0.0.0"]
