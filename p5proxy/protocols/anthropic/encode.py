@@ -117,9 +117,13 @@ def _thinking(req: ChatRequest, body: dict[str, Any]) -> None:
         body["thinking"] = {"type": th.type}
         if th.effort:
             body.setdefault("output_config", {})["effort"] = th.effort
-    if req.temperature is not None or req.top_k is not None:
-        body.pop("temperature", None)   # sampling is not allowed together with thinking
-        body.pop("top_k", None)
+    body.pop("temperature", None)   # sampling is not allowed together with thinking
+    body.pop("top_k", None)
+    choice = body.get("tool_choice")
+    if choice and choice["type"] in ("any", "tool"):
+        # forced tool use is rejected together with thinking: let the model choose
+        body["tool_choice"] = {**choice, "type": "auto"}
+        body["tool_choice"].pop("name", None)
 
 
 def encode_request(req: ChatRequest, *, model: str, max_tokens: int,
