@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 
 from aiohttp import web
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except ConfigError as exc:
-        print(f"configuration error in {args.config or '<defaults>'}:", file=sys.stderr)
+        source = args.config or os.environ.get("P5PROXY_CONFIG") or "<defaults>"
+        print(f"configuration error in {source}:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2

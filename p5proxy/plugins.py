@@ -63,15 +63,15 @@ def make_plugin_manager(config: Config, *, entry_point_plugins: bool = True) -> 
                 _register(pm, _load_file(path), str(path))
     if entry_point_plugins:
         wanted = os.environ.get("P5PROXY_LOAD_PLUGINS")
-        allowed = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
-        for ep in entry_points(group=hookspecs.PROJECT):
-            if allowed is not None and ep.name not in allowed:
-                continue
-            try:
-                module = ep.load()
-            except Exception as exc:
-                raise PluginError(f"entry point plugin {ep.name!r} failed to load: {exc!r}") from exc
-            _register(pm, module, ep.name)
+        if wanted is not None:
+            allowed = {n.strip() for n in wanted.split(",") if n.strip()}
+            for ep in entry_points(group=hookspecs.PROJECT):
+                if ep.name not in allowed:
+                    pm.set_blocked(ep.name)
+        try:   # pluggy's loader records each plugin's distribution for `p5proxy plugins`
+            pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+        except Exception as exc:
+            raise PluginError(f"an entry-point plugin failed to load: {exc!r}") from exc
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -93,7 +93,8 @@ def build_registry(pm: pluggy.PluginManager, config: Config) -> Registry:
         def register(name: str, factory: Callable[..., Any]) -> None:
             if not callable(factory):
                 raise PluginError(f"{what} {name!r}: factory is not callable")
-            table[name] = factory   # later plugins override earlier ones
+            # pluggy calls later-loaded plugins first and trylast defaults last: first one wins
+            table.setdefault(name, factory)
         return register
 
     pm.hook.p5proxy_register_providers(register=adder(reg.providers, "provider type"), config=config)

@@ -174,9 +174,6 @@ def test_misspelt_hook_fails_with_its_name(plugins_dir: Path) -> None:
         make_plugin_manager(config, entry_point_plugins=False)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: build_registry lets the last hook call win, "
-                   "and the trylast defaults are called last, so a plugin cannot replace a "
-                   "bundled provider type")
 def test_plugin_overrides_a_bundled_provider_type(plugins_dir: Path) -> None:
     (plugins_dir / "mine.py").write_text(
         "from p5proxy import hookimpl\n"
