@@ -53,7 +53,7 @@ class OpenAIStreamRenderer:
     carries them (the Python SDK concatenates repeated string fields)."""
 
     __slots__ = ("model", "include_usage", "passthrough", "input_estimate", "_prefix",
-                 "_tool_index", "_usage")
+                 "_tool_index", "_usage", "_said")
 
     def __init__(self, *, model: str, include_usage: bool, input_estimate: int = 0,
                  passthrough: bool = False) -> None:
@@ -64,6 +64,7 @@ class OpenAIStreamRenderer:
         self._prefix = b""
         self._tool_index: dict[int, int] = {}
         self._usage: Usage | None = None
+        self._said = False   # content or a tool call was sent
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = orjson.dumps({"index": 0, "delta": delta, "logprobs": None,
@@ -73,6 +74,7 @@ class OpenAIStreamRenderer:
     def render(self, ev: StreamEvent) -> bytes:
         match ev:
             case TextDelta():
+                self._said = True
                 return self._chunk({"content": ev.text})
             case ToolInputDelta() if ev.partial_json:
                 return self._chunk({"tool_calls": [{"index": self._tool_index.get(ev.index, 0),
@@ -81,6 +83,7 @@ class OpenAIStreamRenderer:
                 return self._chunk({"reasoning_content": ev.text})
             case BlockStart() if isinstance(ev.block, ToolCallPart):
                 k = self._tool_index[ev.index] = len(self._tool_index)
+                self._said = True
                 return self._chunk({"tool_calls": [{
                     "index": k, "id": _tool_id(ev.block.id), "type": "function",
                     "function": {"name": ev.block.name, "arguments": ""}}]})
@@ -88,7 +91,9 @@ class OpenAIStreamRenderer:
                 return self._start(ev)
             case MessageDelta():
                 self._usage = ev.usage
-                return self._chunk({}, stop_to_openai(ev.stop_reason))
+                # as in the plain answer: content is "" without text or tool calls, else absent
+                return self._chunk({} if self._said else {"content": ""},
+                                   stop_to_openai(ev.stop_reason))
             case MessageStop():
                 return self._usage_chunk() + _DONE if self.include_usage else _DONE
             case Heartbeat():
@@ -111,7 +116,8 @@ class OpenAIStreamRenderer:
         head = orjson.dumps(envelope)
         # every chunk: the envelope with `"choices":[` appended, then the choice, then `]}`
         self._prefix = b"data: " + head[:-1] + b',"choices":['
-        return self._chunk({"role": "assistant", "content": ""})
+        # no content yet: the SDKs' accumulators must end with None for a tool-only answer
+        return self._chunk({"role": "assistant"})
 
     def _usage_chunk(self) -> bytes:
         usage = self._usage or Usage()
@@ -130,9 +136,10 @@ def render_response(final: FinalMessage, *, model: str, input_estimate: int = 0,
         elif isinstance(part, ThinkingPart):
             reasoning.append(part.text)
         elif isinstance(part, ToolCallPart):
+            raw = (part.meta or {}).get("input_json")   # as the model wrote it, like a stream
             calls.append({"id": _tool_id(part.id), "type": "function",
                           "function": {"name": part.name,
-                                       "arguments": orjson.dumps(part.input).decode()}})
+                                       "arguments": raw or orjson.dumps(part.input).decode()}})
     message: dict[str, Any] = {"role": "assistant",
                                # a string whenever there is no tool call: front-ends read it as one
                                "content": "".join(texts) if texts or not calls else None,
