@@ -81,7 +81,10 @@ class Aggregator:
             case BlockStop():
                 part = self._blocks.get(ev.index)
                 if isinstance(part, ToolCallPart):
-                    part.input = parse_tool_input("".join(self._json.pop(ev.index, [])))
+                    raw = "".join(self._json.pop(ev.index, []))
+                    part.input = parse_tool_input(raw)
+                    if raw.strip():   # the text as written, for clients that get it as a string
+                        part.meta = {"input_json": raw}
             case RawDelta():
                 part = self._blocks.get(ev.index)
                 if isinstance(part, TextPart) and ev.delta.get("type") == "citations_delta":
