@@ -19,6 +19,7 @@ from anthropic import AsyncAnthropic
 
 from tests.conftest import Gateway
 from tests.fakes import FakeAnthropic, FakeOpenAI, Reply
+from tests.fakes.fixtures import eventually
 
 TRANSLATED = "claude-sonnet-4-5"   # -> OpenAI-format upstream `qwen3-coder`
 NATIVE = "claude-native"           # -> Anthropic-format upstream, same protocol
@@ -88,13 +89,14 @@ REPLIES = {
     "thinking": Reply(reasoning="The user greets me; answer briefly.", text="Hi there!"),
     "stop-sequence": Reply(text="1, 2, ", stop_sequence="3"),
     "max-tokens": Reply(text="cut sh", stop_reason="max_tokens"),
+    "refusal": Reply(text="I can't help with that.", stop_reason="refusal"),
     "empty-input-tool": Reply(tool_calls=[("ls", {})]),
     "thinking-tools": Reply(reasoning="Need the weather.", tool_calls=[("get_weather", {"city": "Oslo"})]),
     "thinking-only": Reply(reasoning="Still thinking when the budget ran out", stop_reason="max_tokens"),
 }
 # What an OpenAI upstream can say: it does not name the stop string that matched.
 TRANSLATED_STOP = {"end_turn": "end_turn", "stop_sequence": "end_turn", "max_tokens": "max_tokens",
-                   "tool_use": "tool_use"}
+                   "tool_use": "tool_use", "refusal": "refusal"}
 
 
 @ROUTES
@@ -495,3 +497,25 @@ async def test_count_tokens_and_models(gateway: Gateway, client: AsyncAnthropic)
     page = await client.models.list()
     assert {TRANSLATED, NATIVE, "gpt-4o"} <= {m.id for m in page.data} and not page.has_more
     assert not gateway.openai.requests and not gateway.anthropic.requests   # answered locally
+
+
+async def test_heartbeats_do_not_disturb_the_sdk(make_gateway: Any) -> None:
+    gw = await make_gateway(server={"heartbeat_secs": 0.05})   # a ping in every gap
+    reply = Reply(text="slow but steady", chunk_size=100, delay=0.07)
+    model = TRANSLATED
+    upstream(gw, model).replies += [reply, reply]
+    async with sdk(gw) as c:
+        plain = await ask(c, stream=False, model=model)
+        streamed = await ask(c, stream=True, model=model)
+    assert comparable(streamed) == comparable(plain) and streamed.content[0].text == "slow but steady"
+
+
+@ROUTES
+async def test_client_leaving_mid_stream_cancels_the_upstream(gateway: Gateway, client: AsyncAnthropic,
+                                                              model: str) -> None:
+    fake = upstream(gateway, model)
+    fake.replies.append(Reply(text="a very long answer " * 20, delay=0.02))
+    async with client.messages.stream(model=model, max_tokens=1024, messages=HI) as s:
+        async for _ in s.text_stream:
+            break   # leaving the block closes the connection
+    await eventually(lambda: fake.cancelled == 1 and fake.open_streams == 0)

@@ -19,6 +19,7 @@ from openai import AsyncOpenAI
 
 from tests.conftest import Gateway
 from tests.fakes import FakeAnthropic, FakeOpenAI, Reply
+from tests.fakes.fixtures import eventually
 
 NATIVE = "gpt-4o"                  # -> OpenAI-format upstream, same protocol
 TRANSLATED = "gpt-via-claude"      # -> Anthropic-format upstream
@@ -469,3 +470,26 @@ async def test_models(gateway: Gateway, client: AsyncOpenAI) -> None:
     assert (await client.models.retrieve(NATIVE)).id == NATIVE
     with pytest.raises(openai.NotFoundError):
         await client.models.retrieve("gpt-nope")
+
+
+async def test_heartbeats_do_not_disturb_the_sdk(make_gateway: Any) -> None:
+    gw = await make_gateway(server={"heartbeat_secs": 0.05})   # a keep-alive comment in every gap
+    reply = Reply(text="slow but steady", chunk_size=100, delay=0.07)
+    gw.anthropic.replies += [reply, reply]
+    async with sdk(gw) as c:
+        plain = await ask(c, stream=False, model=TRANSLATED)
+        streamed = await ask(c, stream=True, model=TRANSLATED)
+    assert comparable(streamed) == comparable(plain)
+    assert streamed.choices[0].message.content == "slow but steady"
+
+
+@ROUTES
+async def test_client_leaving_mid_stream_cancels_the_upstream(gateway: Gateway, client: AsyncOpenAI,
+                                                              model: str) -> None:
+    fake = upstream(gateway, model)
+    fake.replies.append(Reply(text="a very long answer " * 20, delay=0.02))
+    async with client.chat.completions.stream(model=model, messages=HI) as s:
+        async for event in s:
+            if event.type == "content.delta":
+                break   # leaving the block closes the connection
+    await eventually(lambda: fake.cancelled == 1 and fake.open_streams == 0)
