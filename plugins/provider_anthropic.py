@@ -56,6 +56,9 @@ class AnthropicProvider(Provider):
             if isinstance(body.get("messages"), list):
                 body["messages"] = _strip_minted_thinking(body["messages"])
             headers = {"anthropic-version": DEFAULT_VERSION, **req.headers}
+            if headers["anthropic-version"] >= "2026-10-21":
+                for key in ("temperature", "top_p", "top_k"):   # removed in that version: 400
+                    body.pop(key, None)
         else:
             max_tokens = route.clamp_max_tokens(req.max_tokens, self.settings.default_max_tokens)
             body = codec.encode_request(req, model=route.upstream_model,

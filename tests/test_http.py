@@ -229,3 +229,16 @@ async def test_upstream_error_before_first_byte_is_a_real_http_error(gateway: Ga
 async def test_unknown_paths_answer_in_protocol_shape(gateway: Gateway) -> None:
     status, body, _ = await post(gateway.url + "/v1/nothing", {}, {"Authorization": "Bearer k"})
     assert status == 404 and "error" in body and "message" in body["error"]
+
+
+async def test_sampling_stripped_for_anthropic_version_2026_10_21(gateway: Gateway) -> None:
+    """That version removed temperature/top_p/top_k (400 even at defaults)."""
+    body = {**MSG, "model": "claude-native", "temperature": 0.2, "top_k": 5}
+    status, answer, _ = await post(gateway.url + "/v1/messages", body,
+                                   {**ANTHROPIC_HEADERS, "anthropic-version": "2026-10-21"})
+    assert status == 200, answer
+    sent = gateway.anthropic.last
+    assert sent.headers["anthropic-version"] == "2026-10-21"
+    assert "temperature" not in sent.json and "top_k" not in sent.json
+    status, _, _ = await post(gateway.url + "/v1/messages", body)   # 2023-06-01 keeps them
+    assert status == 200 and gateway.anthropic.last.json["temperature"] == 0.2

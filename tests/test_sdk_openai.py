@@ -192,12 +192,13 @@ async def test_system_and_developer_messages(gateway: Gateway, client: AsyncOpen
     if model == NATIVE:
         assert sent["messages"] == messages
         return
+    # mid-conversation system/developer messages are hoisted into `system`
     assert sent["system"] == [{"type": "text", "text": "You are terse."},
-                              {"type": "text", "text": "Answer in French."}]
+                              {"type": "text", "text": "Answer in French."},
+                              {"type": "text", "text": "Now switch to English."}]
     assert sent["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "hi"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "Salut."}]},
-        {"role": "system", "content": [{"type": "text", "text": "Now switch to English."}]},
         {"role": "user", "content": [{"type": "text", "text": "again"}]},
     ]
 

@@ -130,10 +130,19 @@ def encode_request(req: ChatRequest, *, model: str, max_tokens: int,
                    stream: bool) -> dict[str, Any]:
     if req.raw.get("n") not in (None, 1):
         fail("n", "only n=1 is supported by this model's provider")
+    # Mid-conversation system messages are hoisted into `system` (as Anthropic's own OpenAI
+    # compatibility layer does): not every Anthropic-compatible endpoint takes role "system".
+    system = list(req.system)
+    turns = []
+    for msg in req.messages:
+        if msg.role == "system":
+            system.extend(p for p in msg.parts if isinstance(p, TextPart))
+        else:
+            turns.append(msg)
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens,
-                            "messages": _merge_turns(req.messages)}
-    if req.system:
-        body["system"] = encode_parts(req.system)   # type: ignore[arg-type]
+                            "messages": _merge_turns(turns)}
+    if system:
+        body["system"] = encode_parts(system)   # type: ignore[arg-type]
     if req.tools:
         body["tools"] = [t.raw if t.raw is not None else
                          {"name": t.name, **({"description": t.description} if t.description else {}),
