@@ -127,3 +127,23 @@ def profile_text(key: str, prof: dict) -> str:
     lines += ["  own %  function"] + [f"  {p:5.1f}  {f}" for p, f in prof["own"]]
     lines += ["  incl % function"] + [f"  {p:5.1f}  {f}" for p, f in prof["inclusive"]]
     return "\n".join(lines)
+
+
+def smoke_problems(results: dict) -> list[str]:
+    """What makes a smoke run fail: the harness or the gateway not working, never a missed target."""
+    if not results.get("gateway_measured"):
+        return ["the gateway was not measured: " + "; ".join(results.get("notes") or [])]
+    out = []
+    for key, r in results["scenarios"].items():
+        for t in ("direct", "ref", "gw"):
+            if r.get(f"{t}_check"):
+                out.append(f"{key}: {t} answered wrong: {r[f'{t}_check']}")
+            if t in r and (r[t]["errors"] or not r[t]["requests"]):
+                out.append(f"{key}: {t}: {r[t]['requests']} requests, {r[t]['errors']} errors")
+    for t, s in (results.get("slow") or {}).items():
+        if s["hold"]["completed"] != s["hold"]["n"]:
+            out.append(f"slow: {t}: {s['hold']['completed']}/{s['hold']['n']} streams completed "
+                       f"{s['hold']['errors_sample']}")
+    if "gw" not in (results.get("slow") or {"gw": 1}):
+        out.append("slow: the gateway did not restart")
+    return out
