@@ -20,7 +20,7 @@ from ..canonical import ErrorEvent
 from ..errors import InvalidRequest, P5ProxyError, PayloadTooLarge
 from ..filters import apply_filters
 from ..surfaces import Surface
-from ..tokens import estimate_input_tokens
+from ..tokens import estimate_from_body_size, estimate_input_tokens
 
 __all__ = ["read_json", "handle_chat", "SSE_HEADERS"]
 
@@ -55,7 +55,10 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     runs = [f.open(req, route) for f in route.filters]
     ureq = route.provider.build_request(req, route)
     passthrough = route.provider.protocol == req.ingress
-    estimate = 0 if passthrough else estimate_input_tokens(req)
+    estimate = 0
+    if not passthrough:   # message_start needs input tokens before the upstream reports them
+        size = request.content_length
+        estimate = estimate_from_body_size(req, size) if size else estimate_input_tokens(req)
     batches = state.upstream.events(route.provider, ureq, route.provider.config.timeouts)
     if runs:
         batches = apply_filters(batches, runs)
@@ -70,9 +73,9 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
             async for batch in stream:
                 for ev in batch:
                     agg.feed(ev)
-            body = surface.render_response(agg.result(), model=req.model,
-                                           input_estimate=estimate, passthrough=passthrough)
-            return web.Response(body=orjson.dumps(body), content_type="application/json")
+            answer = surface.render_response(agg.result(), model=req.model,
+                                             input_estimate=estimate, passthrough=passthrough)
+            return web.Response(body=orjson.dumps(answer), content_type="application/json")
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
         resp = web.StreamResponse(headers=SSE_HEADERS)
