@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .canonical import ChatRequest, StreamEvent
 from .config import Config, ModelConfig, ProviderConfig
 from .errors import UpstreamError
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["Provider", "UpstreamRequest", "StreamParser", "Route"]
 

@@ -195,14 +195,14 @@ class OpenAIStreamParser:
 
 def parse_response(body: dict[str, Any], provider: str = "") -> list[StreamEvent]:
     """A non-streaming completion replayed through the stream parser: one code path."""
-    parser = OpenAIStreamParser(provider)
     choices = body.get("choices") or []
+    if not choices:
+        raise UpstreamProtocolError("upstream response has no choices", provider=provider)
+    parser = OpenAIStreamParser(provider)
     chunk = {**body, "choices": [{"index": 0, "delta": c.get("message") or {},
                                   "finish_reason": c.get("finish_reason") or "stop",
                                   **({"stop_reason": c["stop_reason"]} if "stop_reason" in c else {})}
                                  for c in choices[:1]]}
-    if not choices:
-        raise UpstreamProtocolError("upstream response has no choices", provider=provider)
     events = parser.feed_obj(chunk)
     events.extend(parser.feed("", "[DONE]"))
     return events
