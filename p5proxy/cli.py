@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import os
 import sys
 
-from aiohttp import web
 
 from . import __version__
 from .config import Config, load_config
@@ -24,6 +22,7 @@ def _load(path: str | None) -> Config:
 
 def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
+    from .server import serve
 
     config = _load(args.config)
     server = config.server
@@ -32,30 +31,12 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         server = dataclasses.replace(server, port=args.port)
     config = dataclasses.replace(config, server=server)
-    app = create_app(config)
-    try:
-        import uvloop
-        loop_factory = uvloop.new_event_loop
-    except ImportError:   # pragma: no cover - uvloop is a dependency on POSIX
-        loop_factory = None
+    create_app(config)   # fail now, in the parent, on configuration or plugin problems
     print(f"p5proxy {__version__} listening on http://{server.host}:{server.port} "
-          f"(config: {config.source}, providers: {', '.join(config.providers) or 'none'})",
-          flush=True)
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_run(app, server.host, server.port, access_log=args.access_log))
-    return 0
-
-
-async def _run(app: web.Application, host: str, port: int, *, access_log: bool) -> None:
-    runner = web.AppRunner(app, handler_cancellation=True,   # a client that leaves cancels its upstream call
-                           access_log=logging.getLogger("aiohttp.access") if access_log else None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+          f"(config: {config.source}, providers: {', '.join(config.providers) or 'none'}, "
+          f"workers: {args.workers})", flush=True)
+    return serve(lambda: create_app(config), server.host, server.port, workers=args.workers,
+                 access_log=args.access_log, grace=args.grace)
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -90,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
                                         "embedded defaults)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes sharing the port (SO_REUSEPORT); default 1")
+    serve.add_argument("--grace", type=float, default=30.0,
+                       help="seconds in-flight requests get to finish on SIGTERM/SIGINT")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument("--log-level", default="INFO")
     for name, help_text in (("plugins", "list loaded plugins and their hooks"),

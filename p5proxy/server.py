@@ -1,0 +1,98 @@
+"""Running the application: one process, or N pre-forked workers sharing one port.
+
+Workers each bind the port with SO_REUSEPORT, so the kernel spreads connections over them; the
+parent only supervises. SIGTERM or SIGINT starts a graceful stop: listeners close at once,
+in-flight requests (streams included) get `grace` seconds to finish, then they are cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+__all__ = ["serve", "DEFAULT_GRACE_SECS"]
+
+log = logging.getLogger("p5proxy.server")
+DEFAULT_GRACE_SECS = 30.0
+AppFactory = Callable[[], web.Application]
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:   # pragma: no cover - uvloop is a dependency on POSIX
+        return None
+    return uvloop.new_event_loop
+
+
+async def _run(make_app: AppFactory, host: str, port: int, *, access_log: bool,
+               reuse_port: bool, grace: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(make_app(),
+                           handler_cancellation=True,   # a client that leaves cancels its upstream call
+                           shutdown_timeout=grace,
+                           access_log=logging.getLogger("aiohttp.access") if access_log else None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port or None)
+    await site.start()
+    try:
+        await stop.wait()
+        log.info("stopping: in-flight requests get up to %gs", grace)
+    finally:
+        await runner.cleanup()
+
+
+def _serve_one(make_app: AppFactory, host: str, port: int, *, access_log: bool,
+               reuse_port: bool, grace: float) -> None:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_run(make_app, host, port, access_log=access_log, reuse_port=reuse_port,
+                        grace=grace))
+
+
+def serve(make_app: AppFactory, host: str, port: int, *, workers: int = 1,
+          access_log: bool = False, grace: float = DEFAULT_GRACE_SECS) -> int:
+    """Serve until SIGTERM/SIGINT. `make_app` runs in each worker (after the fork), so every
+    worker has its own event loop, upstream session and plugin objects."""
+    if workers <= 1:
+        _serve_one(make_app, host, port, access_log=access_log, reuse_port=False, grace=grace)
+        return 0
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_serve_one, args=(make_app, host, port),
+                         kwargs={"access_log": access_log, "reuse_port": True, "grace": grace},
+                         name=f"p5proxy-worker-{i}") for i in range(workers)]
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for proc in procs:
+            proc.start()
+        log.info("%d workers: %s", workers, ", ".join(str(p.pid) for p in procs))
+        # A worker that dies on its own (not asked to stop) takes the service down with it:
+        # supervisors (systemd, Docker) restart the whole gateway, which is easier to reason about.
+        while any(p.is_alive() for p in procs):
+            for proc in procs:
+                proc.join(timeout=0.5)
+                if not stopping and proc.exitcode not in (None, 0):
+                    log.error("worker %s exited with %s; stopping the others", proc.pid,
+                              proc.exitcode)
+                    forward(signal.SIGTERM, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if all(p.exitcode == 0 for p in procs) else 1

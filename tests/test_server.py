@@ -1,0 +1,86 @@
+"""`p5proxy serve` as a real process: one or several workers, graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.fakes.replies import Reply
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start_serve(tmp_path: Path, upstream: str, *args: str) -> tuple[Any, str]:
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "providers": {"oa": {"type": "openai", "base_url": upstream, "api_key": "k"}},
+        "models": {"gpt-4o": {"provider": "oa"}}}))
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p5proxy", "serve", "--config", str(cfg), "--port", str(port),
+        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            try:
+                async with session.get(url + "/health") as resp:
+                    if resp.status == 200:
+                        return proc, url
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+    proc.kill()
+    await proc.wait()
+    pytest.fail("gateway did not start")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_lets_an_in_flight_stream_finish(tmp_path: Path, fake_openai: Any,
+                                                       workers: int) -> None:
+    fake, upstream = fake_openai
+    fake.replies.append(Reply(text="one two three four", chunk_size=5, delay=0.3))
+    proc, url = await start_serve(tmp_path, upstream, "--workers", str(workers), "--grace", "10")
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url + "/v1/chat/completions", json={
+                    "model": "gpt-4o", "stream": True,
+                    "messages": [{"role": "user", "content": "count"}]}) as resp:
+                assert resp.status == 200
+                first = await resp.content.readline()
+                assert first.startswith(b"data: ")
+                proc.send_signal(signal.SIGTERM)   # mid-stream
+                rest = (await resp.read()).decode()
+        assert "data: [DONE]" in rest and '"finish_reason":"stop"' in rest   # a normal ending
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        async with aiohttp.ClientSession() as session:   # and the port is closed
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await session.get(url + "/health")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_workers_share_the_port(tmp_path: Path, fake_openai: Any) -> None:
+    _, upstream = fake_openai
+    proc, url = await start_serve(tmp_path, upstream, "--workers", "2")
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            for _ in range(20):
+                async with session.post(url + "/v1/chat/completions", json={
+                        "model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}) as resp:
+                    assert resp.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
