@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pluggy
 from aiohttp import web
@@ -30,6 +32,8 @@ class GatewayState:
     registry: Registry
     router: Router
     upstream: UpstreamClient
+    streams: set[asyncio.Task[Any]] = field(default_factory=set)   # handlers writing a stream
+    stopping: bool = False
 
 
 def create_app(config: Config, *, pm: pluggy.PluginManager | None = None) -> web.Application:
@@ -48,7 +52,22 @@ def create_app(config: Config, *, pm: pluggy.PluginManager | None = None) -> web
     app.router.add_routes(info.routes)
     pm.hook.p5proxy_register_routes(app=app, config=config)
     app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_end_streams)
     return app
+
+
+async def _end_streams(app: web.Application) -> None:
+    """On shutdown (listeners already closed): give open streams the grace period to finish,
+    then cancel them; each ends with the protocol's error event (see routes/chat.py)."""
+    state = app[STATE]
+    state.stopping = True
+    if state.streams:
+        await asyncio.wait(set(state.streams), timeout=state.config.server.grace_secs)
+    left = set(state.streams)
+    for task in left:
+        task.cancel("gateway shutting down")
+    if left:
+        await asyncio.wait(left, timeout=2)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

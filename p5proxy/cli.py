@@ -30,13 +30,15 @@ def _serve(args: argparse.Namespace) -> int:
         server = dataclasses.replace(server, host=args.host)
     if args.port is not None:
         server = dataclasses.replace(server, port=args.port)
+    if args.grace is not None:
+        server = dataclasses.replace(server, grace_secs=args.grace)
     config = dataclasses.replace(config, server=server)
     create_app(config)   # fail now, in the parent, on configuration or plugin problems
     print(f"p5proxy {__version__} listening on http://{server.host}:{server.port} "
           f"(config: {config.source}, providers: {', '.join(config.providers) or 'none'}, "
           f"workers: {args.workers})", flush=True)
     return serve(lambda: create_app(config), server.host, server.port, workers=args.workers,
-                 access_log=args.access_log, grace=args.grace)
+                 access_log=args.access_log, grace=server.grace_secs)
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -73,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, default=1,
                        help="worker processes sharing the port (SO_REUSEPORT); default 1")
-    serve.add_argument("--grace", type=float, default=30.0,
-                       help="seconds in-flight requests get to finish on SIGTERM/SIGINT")
+    serve.add_argument("--grace", type=float,
+                       help="seconds in-flight requests get to finish on SIGTERM/SIGINT "
+                            "(server.grace_secs, default 30)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument("--log-level", default="INFO")
     for name, help_text in (("plugins", "list loaded plugins and their hooks"),

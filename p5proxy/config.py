@@ -40,6 +40,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     heartbeat_secs: float = 15.0
+    grace_secs: float = 30.0          # on SIGTERM: how long in-flight requests may take to finish
     pool_limit: int = 1000            # upstream connections in total
     pool_limit_per_host: int = 0      # 0: no per-host cap
 
@@ -211,7 +212,8 @@ class _Checker:
         return tuple(str(v) for v in value if v not in (None, ""))
 
 
-_SERVER_KEYS = {"host", "port", "max_body_bytes", "heartbeat_secs", "pool_limit", "pool_limit_per_host"}
+_SERVER_KEYS = {"host", "port", "max_body_bytes", "heartbeat_secs", "grace_secs", "pool_limit",
+                "pool_limit_per_host"}
 _TOP_KEYS = {"server", "auth", "providers", "models", "default_model", "default_max_tokens",
              "plugins_dir", "plugins"}
 _PROVIDER_KEYS = {"type", "base_url", "api_key", "api_keys", "timeouts", "headers"}
@@ -233,6 +235,7 @@ def _server(c: _Checker, raw: dict[str, Any]) -> ServerConfig:
                                 d.max_body_bytes, integer=True, minimum=1024),
         heartbeat_secs=c.number(raw.get("heartbeat_secs"), "server.heartbeat_secs",
                                 d.heartbeat_secs, minimum=0.05),
+        grace_secs=c.number(raw.get("grace_secs"), "server.grace_secs", d.grace_secs),
         pool_limit=c.number(raw.get("pool_limit"), "server.pool_limit", d.pool_limit,
                             integer=True, minimum=0),
         pool_limit_per_host=c.number(raw.get("pool_limit_per_host"), "server.pool_limit_per_host",

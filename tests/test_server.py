@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import sys
@@ -84,3 +85,28 @@ async def test_workers_share_the_port(tmp_path: Path, fake_openai: Any) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+async def test_stream_longer_than_the_grace_period_ends_with_an_error_event(
+        tmp_path: Path, fake_openai: Any) -> None:
+    fake, upstream = fake_openai
+    fake.replies.append(Reply(text="a" * 40, chunk_size=2, delay=0.5))
+    proc, url = await start_serve(tmp_path, upstream, "--grace", "0.5")
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url + "/v1/chat/completions", json={
+                    "model": "gpt-4o", "stream": True,
+                    "messages": [{"role": "user", "content": "go"}]}) as resp:
+                await resp.content.readline()
+                proc.send_signal(signal.SIGTERM)
+                received = b""
+                with contextlib.suppress(aiohttp.ClientPayloadError):   # the body is cut after it
+                    async for chunk in resp.content.iter_any():
+                        received += chunk
+        rest = received.decode()
+        assert '"error"' in rest and "shutting down" in rest and "[DONE]" not in rest
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

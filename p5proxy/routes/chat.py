@@ -7,8 +7,11 @@ event; earlier failures become real HTTP errors via the error middleware.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -81,18 +84,40 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
         resp = web.StreamResponse(headers=SSE_HEADERS)
         resp.headers[surface.request_id_header] = request[REQUEST_ID]
         await resp.prepare(request)
-        render = renderer.render
+        task = asyncio.current_task()
+        assert task is not None
+        state.streams.add(task)   # so that a graceful stop can wait for it, then end it
         try:
-            await resp.write(b"".join([render(ev) for ev in first]))
-            async for batch in stream:
-                await resp.write(b"".join([render(ev) for ev in batch]))
-        except P5ProxyError as err:
-            log.warning("stream from %s failed after the first byte: %s", route.provider.name, err)
-            await resp.write(renderer.error(err))
-        except (ConnectionError, web.HTTPException):
-            raise
-        except Exception:   # never a traceback on the wire: end the stream with an error event
-            log.exception("internal error while streaming from %s", route.provider.name)
-            await resp.write(renderer.error(P5ProxyError("internal error in the gateway")))
-        await resp.write_eof()
+            await _write_stream(resp, renderer, first, stream, provider=route.provider.name,
+                                stopping=lambda: state.stopping)
+        finally:
+            state.streams.discard(task)
         return resp
+
+
+async def _write_stream(resp: web.StreamResponse, renderer: Any, first: list[Any],
+                        stream: AsyncIterator[list[Any]], *, provider: str,
+                        stopping: Callable[[], bool]) -> None:
+    """Render and write batch after batch; any failure now ends the stream with the
+    protocol's error event, never a traceback or a fake normal ending."""
+    render = renderer.render
+    try:
+        await resp.write(b"".join([render(ev) for ev in first]))
+        async for batch in stream:
+            await resp.write(b"".join([render(ev) for ev in batch]))
+    except P5ProxyError as err:
+        log.warning("stream from %s failed after the first byte: %s", provider, err)
+        await resp.write(renderer.error(err))
+    except (ConnectionError, web.HTTPException):
+        raise
+    except asyncio.CancelledError:
+        if stopping():   # the grace period is over: say why the stream ends here
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await resp.write(renderer.error(P5ProxyError(
+                        "the gateway is shutting down", status=503, kind="overloaded_error")))
+        raise
+    except Exception:
+        log.exception("internal error while streaming from %s", provider)
+        await resp.write(renderer.error(P5ProxyError("internal error in the gateway")))
+    await resp.write_eof()
