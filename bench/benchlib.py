@@ -188,6 +188,17 @@ def machine_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) / _TICK
 
 
+def cores_busy() -> dict[int, tuple[int, int]]:
+    """Per core: (busy ticks, total ticks) since boot."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            name, *f = line.split()
+            v = [int(x) for x in f[:8]]
+            out[int(name[3:])] = (sum(v) - v[3] - v[4], sum(v))
+    return out
+
+
 def proc_cpu_s(pid: int) -> float:
     """utime + stime of one process, in seconds; 0 once it is gone."""
     try:
@@ -210,6 +221,7 @@ class CpuMeter:
         self.t0 = time.monotonic()
         self.busy0 = machine_busy_s()
         self.ours0 = self._ours()
+        self.cores0 = cores_busy()
 
     def _ours(self) -> float:
         t = os.times()
@@ -220,3 +232,9 @@ class CpuMeter:
         wall = time.monotonic() - self.t0
         foreign = (machine_busy_s() - self.busy0) - (self._ours() - self.ours0)
         return max(0.0, 100.0 * foreign / wall) if wall > 0 else 0.0
+
+    def core_pct(self) -> dict[int, float]:
+        """How busy each core was over the measured interval, in %."""
+        now = cores_busy()
+        return {c: round(100.0 * (b - self.cores0[c][0]) / max(1, t - self.cores0[c][1]), 1)
+                for c, (b, t) in now.items() if c in self.cores0}

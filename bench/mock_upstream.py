@@ -32,8 +32,18 @@ try:
 except ImportError:  # pragma: no cover - the bench needs uvloop, but stay runnable
     uvloop = None
 
-STREAM_RE = re.compile(rb'"stream"\s*:\s*true')
-USAGE_RE = re.compile(rb'"include_usage"\s*:\s*true')
+TRUE_RE = re.compile(rb'\s*:\s*true')
+
+
+def _flag(body: bytes, key: bytes) -> bool:
+    """True when `"key": true` occurs in the body; bytes.find keeps a 120 KB body cheap to scan."""
+    i = body.find(key)
+    while i >= 0:
+        if TRUE_RE.match(body, i + len(key)):
+            return True
+        i = body.find(key, i + 1)
+    return False
+
 MAX_HEADER = 64 * 1024
 CREATED = 1700000000
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
@@ -274,13 +284,13 @@ class MockProtocol(asyncio.Protocol):
         assert t is not None
         if method == b"POST" and path.endswith(b"/chat/completions"):
             srv.stats.requests += 1
-            if STREAM_RE.search(body):
-                self._stream(srv.oa_stream_usage if USAGE_RE.search(body) else srv.oa_stream, keep_alive)
+            if _flag(body, b'"stream"'):
+                self._stream(srv.oa_stream_usage if _flag(body, b'"include_usage"') else srv.oa_stream, keep_alive)
                 return
             t.write(srv.oa_json)
         elif method == b"POST" and path.endswith(b"/messages"):
             srv.stats.requests += 1
-            if STREAM_RE.search(body):
+            if _flag(body, b'"stream"'):
                 self._stream(srv.an_stream, keep_alive)
                 return
             t.write(srv.an_json)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 NOISY_PCT = 15.0  # other processes' CPU, % of one core, above which a row is flagged
+LOAD_SATURATED_PCT = 90.0  # load core (wrk + mock) busier than this: the reference may be held back
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -51,6 +52,10 @@ def _row(key: str, r: dict) -> str:
             flags.append(f"{t} {r[t]['errors']} errors")
         if r.get(t) and r[t]["upstream_requests"] < 0.95 * r[t]["requests"]:
             flags.append(f"{t}: only {r[t]['upstream_requests']} of {r[t]['requests']} requests reached the upstream")
+        if (t == "ref" and r[t].get("load_core_busy_pct", 0) > LOAD_SATURATED_PCT
+                and r[t].get("foreign_cpu_pct", 0) <= NOISY_PCT):
+            flags.append(f"load core {r[t]['load_core_busy_pct']:.0f}% busy during ref: ref may be capped, "
+                         "gw/ref is an upper bound")
         if r.get(t) and r[t].get("foreign_cpu_pct", 0) > NOISY_PCT:
             flags.append(f"other load {r[t]['foreign_cpu_pct']:.0f}% of a core during {t}")
     title = r["title"] + (" **" + "; ".join(flags) + "**" if flags else "")

@@ -126,6 +126,7 @@ def merge(runs: list[dict]) -> dict:
     return {"rps": reqs / secs, "requests": reqs, "p50_us": med("p50_us"), "p90_us": med("p90_us"),
             "p99_us": med("p99_us"), "errors": sum(r["errors"] for r in runs),
             "foreign_cpu_pct": max(r.get("foreign_cpu_pct", 0.0) for r in runs),
+            "load_core_busy_pct": max(r["core_busy_pct"].get(LOAD_CPU, 0.0) for r in runs),
             "upstream_requests": sum(r.get("upstream_requests", 0) for r in runs), "runs": runs}
 
 
@@ -212,6 +213,7 @@ models:
         meter = CpuMeter([p.pid for p in self.procs.procs.values()])
         r = run_wrk(self.url(target, req.path), self.bodies[req.body], req.headers, conc=conc, duration=duration)
         r["foreign_cpu_pct"] = round(meter.foreign_pct(), 1)
+        r["core_busy_pct"] = meter.core_pct()
         time.sleep(0.2)
         r["upstream_requests"] = mock_stats(self.ports["mock"]).get("requests", 0) - before
         return r
