@@ -102,6 +102,17 @@ class OpenAIStreamParser:
         return out
 
     def _delta(self, delta: dict[str, Any], out: list[StreamEvent]) -> None:
+        # Fast path for the chunk that makes up nearly every stream, `{"content": "..."}`
+        # inside an open text block: skips the reasoning/tool lookups and `_ensure`. Same
+        # events as the general path below.
+        if len(delta) == 1:
+            content = delta.get("content")
+            open_ = self._open
+            if content.__class__ is str and open_ is not None and open_[0] == "text":
+                if content:
+                    self._out_chars += len(content)
+                    out.append(TextDelta(open_[1], content))
+                return
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             index = self._ensure("thinking", out)
