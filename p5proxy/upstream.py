@@ -114,10 +114,15 @@ class UpstreamClient:
         while not parser.done:
             wait = min(heartbeat, timeouts.idle - silent)
             try:
-                # Our own deadline: aiohttp can wait forever on broken chunked framing.
-                # Cancelling readany() loses nothing: data stays in the buffer.
-                async with asyncio.timeout(wait):
-                    chunk = await content.readany()
+                # Data already buffered (a fast upstream's events arrive with its headers or
+                # in one burst) needs no deadline: skips a timer handle (call_at + cancel) per
+                # read. b"" means empty or EOF; the awaited path below tells them apart.
+                chunk = content.read_nowait()
+                if not chunk:
+                    # Our own deadline: aiohttp can wait forever on broken chunked framing.
+                    # Cancelling readany() loses nothing: data stays in the buffer.
+                    async with asyncio.timeout(wait):
+                        chunk = await content.readany()
             except TimeoutError:
                 silent += wait
                 if silent >= timeouts.idle:
