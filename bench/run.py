@@ -29,8 +29,8 @@ import claude_code_body  # noqa: E402
 import report  # noqa: E402
 import slow_streams  # noqa: E402
 from benchlib import (AN_HEADERS, OA_HEADERS, CpuMeter, Procs, check_anthropic_json,  # noqa: E402
-                      check_anthropic_sse, check_openai_json, check_openai_sse, free_port, http,
-                      mock_stats, rss_kib, wait_ready)
+                      _descendants, check_anthropic_sse, check_openai_json, check_openai_sse, free_port,
+                      http, mock_stats, rss_kib, wait_ready)
 
 LUA = HERE / "post.lua"
 PROXY_CPU = "0"
@@ -296,6 +296,7 @@ models:
             await asyncio.to_thread(http, self.url(target, path), self.bodies["slow_ns"].read_bytes(), OA_HEADERS)
         await asyncio.sleep(0.5)
         idle = rss_kib(pid)
+        nproc = 1 + len(_descendants(pid))
         peak = idle
 
         async def sample() -> None:
@@ -317,7 +318,7 @@ models:
                                         stay=a.leave_stay)
         await asyncio.sleep(2)
         after = mock_stats(self.ports["slowmock"])
-        return {"hold": hold, "leave": left, "idle_rss_kib": idle, "peak_rss_kib": peak,
+        return {"hold": hold, "leave": left, "processes": nproc, "idle_rss_kib": idle, "peak_rss_kib": peak,
                 "rss_after_kib": rss_after, "per_stream_kib": (peak - idle) / a.slow_n,
                 "open_after_hold": after_hold.get("streams_open"),
                 "open_after_leave": after.get("streams_open"),
