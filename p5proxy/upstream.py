@@ -22,12 +22,21 @@ from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from .provider import Provider, UpstreamRequest
 from .sse import SSEDecoder
 
-__all__ = ["UpstreamClient"]
+__all__ = ["UpstreamClient", "Waited"]
 
 log = logging.getLogger(__name__)
 
 Batch = list[StreamEvent]
 _HEARTBEAT_BATCH: Batch = [HEARTBEAT]
+
+
+class Waited:
+    """Seconds spent waiting on the upstream's network (response headers, body reads): the
+    rest of a request's time is the gateway's own overhead."""
+    __slots__ = ("seconds",)
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
 
 
 class UpstreamClient:
@@ -48,10 +57,12 @@ class UpstreamClient:
         if self.session is not None:
             await self.session.close()
 
-    async def events(self, provider: Provider, ureq: UpstreamRequest,
-                     timeouts: Timeouts) -> AsyncIterator[Batch]:
+    async def events(self, provider: Provider, ureq: UpstreamRequest, timeouts: Timeouts,
+                     waited: Waited | None = None) -> AsyncIterator[Batch]:
         assert self.session is not None, "UpstreamClient.start() was not awaited"
+        waited = waited or Waited()
         started = time.monotonic()
+        t0 = time.perf_counter()
         client_timeout = aiohttp.ClientTimeout(total=None, connect=None,
                                                sock_connect=timeouts.connect)
         try:
@@ -65,15 +76,18 @@ class UpstreamClient:
         except aiohttp.ClientError as exc:
             raise UpstreamConnectError(f"cannot reach upstream {provider.name}: {exc}",
                                        provider=provider.name) from None
+        finally:
+            waited.seconds += time.perf_counter() - t0
         try:
             if resp.status >= 400:
-                raise provider.map_error(resp.status, await self._json(resp, timeouts, provider),
+                raise provider.map_error(resp.status,
+                                         await self._json(resp, timeouts, provider, waited),
                                          resp.headers)
             if ureq.stream and resp.content_type != "application/json":
-                async for batch in self._stream(resp, provider, timeouts, started):
+                async for batch in self._stream(resp, provider, timeouts, started, waited):
                     yield batch
             else:   # a JSON answer, also to a stream request: a one-shot stream
-                body = await self._json(resp, timeouts, provider)
+                body = await self._json(resp, timeouts, provider, waited)
                 if not isinstance(body, dict):
                     raise UpstreamProtocolError("upstream answered with a non-object body",
                                                 provider=provider.name)
@@ -85,7 +99,8 @@ class UpstreamClient:
             resp.close()   # never returns an unfinished connection to the pool
 
     async def _json(self, resp: aiohttp.ClientResponse, timeouts: Timeouts,
-                    provider: Provider) -> Any:
+                    provider: Provider, waited: Waited) -> Any:
+        t0 = time.perf_counter()
         try:
             async with asyncio.timeout(timeouts.idle):
                 raw = await resp.read()
@@ -95,6 +110,8 @@ class UpstreamClient:
         except aiohttp.ClientError as exc:
             raise UpstreamProtocolError(f"upstream {provider.name} broke the connection: {exc}",
                                         provider=provider.name) from None
+        finally:
+            waited.seconds += time.perf_counter() - t0
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -105,7 +122,7 @@ class UpstreamClient:
                                         provider=provider.name) from None
 
     async def _stream(self, resp: aiohttp.ClientResponse, provider: Provider, timeouts: Timeouts,
-                      started: float) -> AsyncIterator[Batch]:
+                      started: float, waited: Waited) -> AsyncIterator[Batch]:
         decoder = SSEDecoder()
         parser = provider.stream_parser()
         heartbeat = self.server.heartbeat_secs
@@ -121,8 +138,12 @@ class UpstreamClient:
                 if not chunk:
                     # Our own deadline: aiohttp can wait forever on broken chunked framing.
                     # Cancelling readany() loses nothing: data stays in the buffer.
-                    async with asyncio.timeout(wait):
-                        chunk = await content.readany()
+                    t0 = time.perf_counter()
+                    try:
+                        async with asyncio.timeout(wait):
+                            chunk = await content.readany()
+                    finally:
+                        waited.seconds += time.perf_counter() - t0
             except TimeoutError:
                 silent += wait
                 if silent >= timeouts.idle:

@@ -3,7 +3,6 @@ errors in each protocol's shape, timeouts, keep-alives and cancellation."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -242,3 +241,18 @@ async def test_sampling_stripped_for_anthropic_version_2026_10_21(gateway: Gatew
     assert "temperature" not in sent.json and "top_k" not in sent.json
     status, _, _ = await post(gateway.url + "/v1/messages", body)   # 2023-06-01 keeps them
     assert status == 200 and gateway.anthropic.last.json["temperature"] == 0.2
+
+
+async def test_overhead_header_reports_the_gateways_own_time(gateway: Gateway) -> None:
+    for body, extra in ((MSG, {}), ({**MSG, "stream": True}, {})):
+        _, _, headers = await post(gateway.url + "/v1/messages", {**body, **extra})
+        overhead = float(headers["X-Gateway-Overhead-Ms"])
+        assert 0 <= overhead < 1000
+    # a slow upstream answer is upstream time, not overhead
+    gateway.openai.replies.append(Reply(text="slow answer", chunk_size=3, delay=0.2))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(gateway.url + "/v1/chat/completions",
+                                json={**CHAT, "stream": True},
+                                headers={"Authorization": "Bearer k"}) as resp:
+            await resp.read()
+            assert float(resp.headers["X-Gateway-Overhead-Ms"]) < 150

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from contextlib import aclosing
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,8 +24,9 @@ from ..errors import InvalidRequest, P5ProxyError, PayloadTooLarge
 from ..filters import apply_filters
 from ..surfaces import Surface
 from ..tokens import estimate_from_body_size, estimate_input_tokens
+from ..upstream import Waited
 
-__all__ = ["read_json", "handle_chat", "SSE_HEADERS"]
+__all__ = ["read_json", "handle_chat", "SSE_HEADERS", "OVERHEAD_HEADER"]
 
 log = logging.getLogger("p5proxy.chat")
 
@@ -51,7 +52,16 @@ async def read_json(request: web.Request) -> Any:
         raise InvalidRequest(f"body: invalid JSON: {exc}", param="body") from None
 
 
+OVERHEAD_HEADER = "X-Gateway-Overhead-Ms"
+
+
+def _overhead_ms(started: float, waited: Waited) -> str:
+    """The gateway's own time so far: wall time minus time spent waiting on the upstream."""
+    return f"{(time.perf_counter() - started - waited.seconds) * 1000:.2f}"
+
+
 async def handle_chat(request: web.Request, surface: Surface) -> web.StreamResponse:
+    started = time.perf_counter()
     state = request.app[STATE]
     req = surface.decode(await read_json(request), request.headers)
     route = state.router.resolve(req.model)
@@ -62,10 +72,11 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     if not passthrough:   # message_start needs input tokens before the upstream reports them
         size = request.content_length
         estimate = estimate_from_body_size(req, size) if size else estimate_input_tokens(req)
-    batches = state.upstream.events(route.provider, ureq, route.provider.config.timeouts)
+    waited = Waited()
+    batches = state.upstream.events(route.provider, ureq, route.provider.config.timeouts, waited)
     if runs:
         batches = apply_filters(batches, runs)
-    async with aclosing(batches) as stream:
+    async with contextlib.aclosing(batches) as stream:
         first = await anext(stream, [])
         if first and isinstance(first[0], ErrorEvent):
             raise first[0].error
@@ -78,11 +89,13 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                     agg.feed(ev)
             answer = surface.render_response(agg.result(), model=req.model,
                                              input_estimate=estimate, passthrough=passthrough)
-            return web.Response(body=orjson.dumps(answer), content_type="application/json")
+            return web.Response(body=orjson.dumps(answer), content_type="application/json",
+                                headers={OVERHEAD_HEADER: _overhead_ms(started, waited)})
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
         resp = web.StreamResponse(headers=SSE_HEADERS)
         resp.headers[surface.request_id_header] = request[REQUEST_ID]
+        resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited)   # up to the first byte
         await resp.prepare(request)
         task = asyncio.current_task()
         assert task is not None
