@@ -59,8 +59,11 @@ def _row(key: str, r: dict) -> str:
         if r.get(t) and r[t].get("foreign_cpu_pct", 0) > NOISY_PCT:
             flags.append(f"other load {r[t]['foreign_cpu_pct']:.0f}% of a core during {t}")
     title = r["title"] + (" **" + "; ".join(flags) + "**" if flags else "")
-    cells = [title, r["ref_note"], f"{ref['rps']:.0f}", f"{gw['rps']:.0f}" if gw else "n/a",
-             f"{ratio:.2f}" if ratio is not None else "n/a", target, _ok(met),
+    ratio_cell = "n/a" if ratio is None else f"{ratio:.2f}"
+    pairs = [g["rps"] / f["rps"] for f, g in zip(ref.get("runs", []), gw.get("runs", []))] if gw else []
+    if len(pairs) > 1:
+        ratio_cell += f" ({min(pairs):.2f}-{max(pairs):.2f})"
+    cells = [title, r["ref_note"], f"{ref['rps']:.0f}", f"{gw['rps']:.0f}" if gw else "n/a", ratio_cell, target, _ok(met),
              _ms(ref["p50_us"]), _ms(gw["p50_us"]) if gw else "-",
              _ms(ref["p99_us"]), _ms(gw["p99_us"]) if gw else "-"]
     return "| " + " | ".join(cells) + " |"
@@ -92,7 +95,7 @@ def _slow_rows(slow: dict) -> list[str]:
 
 
 def table(results: dict, gateway_ok: bool) -> str:
-    lines = ["| scenario | reference | ref req/s | gw req/s | gw/ref | target | met | ref p50 ms | gw p50 ms "
+    lines = ["| scenario | reference | ref req/s | gw req/s | gw/ref (range of pairs) | target | met | ref p50 ms | gw p50 ms "
              "| ref p99 ms | gw p99 ms |",
              "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|"]
     lines += [_row(k, r) for k, r in results["scenarios"].items()]

@@ -346,9 +346,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: short durations, fewer slow streams")
     p.add_argument("--smoke", action="store_true",
                    help="CI smoke run (~35 s): tiny durations; exit 1 unless the gateway ran and answered right")
-    p.add_argument("--duration", type=int, help="seconds per measurement (default 8, quick 2)")
+    p.add_argument("--duration", type=int, help="seconds per measurement (default 5, quick 2)")
     p.add_argument("--warmup", type=int, help="seconds of warm-up per target and scenario (default 2, quick 1)")
-    p.add_argument("--repeat", type=int, help="measurements per target, alternating order (default 2, quick 1)")
+    p.add_argument("--repeat", type=int, help="measurements per target, alternating order (default 4, quick 1)")
     p.add_argument("--slow-n", type=int, help="concurrent slow streams (default 1000, quick 300)")
     p.add_argument("--slow-chunks", type=int, help="chunks of a slow stream, one per second (default 20, quick 4)")
     p.add_argument("--leave-stay", type=float, default=None, help="seconds the leaving clients stay (default 3)")
@@ -370,9 +370,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.slow_n, a.slow_chunks = a.slow_n or 50, a.slow_chunks or 2
         a.leave_stay = a.leave_stay if a.leave_stay is not None else 1.0
     q = a.quick
-    a.duration = a.duration or (2 if q else 8)
+    a.duration = a.duration or (2 if q else 5)
     a.warmup = a.warmup if a.warmup is not None else (1 if q else 2)
-    a.repeat = a.repeat or (1 if q else 2)
+    a.repeat = a.repeat or (1 if q else 4)
     a.retries = a.retries if a.retries is not None else (0 if q else 2)
     a.slow_n = a.slow_n or (300 if q else 1000)
     a.slow_chunks = a.slow_chunks or (4 if q else 20)
