@@ -131,6 +131,7 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None  # {"type": "json_schema", "schema", "name"?} | {"type": "json_object"}
     user: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # protocol headers to forward (anthropic-beta...)
+    rewritten: bool = False   # a filter changed the request: `raw` no longer describes it
 
 
 # --- usage -----------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ from typing import Any, Protocol
 from .canonical import ChatRequest, StreamEvent
 from .config import Config, ModelConfig, ProviderConfig
 from .errors import UpstreamError
+from .sse import SSEDecoder, SSEMessage
 
-__all__ = ["Provider", "UpstreamRequest", "StreamParser", "Route"]
+__all__ = ["Provider", "UpstreamRequest", "StreamParser", "StreamDecoder", "Route"]
 
 
 @dataclass(slots=True)
@@ -19,6 +20,12 @@ class UpstreamRequest:
     body: bytes
     headers: dict[str, str]
     stream: bool
+
+
+class StreamDecoder(Protocol):
+    def feed(self, chunk: bytes) -> list[SSEMessage]: ...
+
+    def close(self) -> list[SSEMessage]: ...
 
 
 class StreamParser(Protocol):
@@ -70,6 +77,11 @@ class Provider:
 
     def stream_parser(self) -> StreamParser:
         raise NotImplementedError
+
+    def stream_decoder(self) -> StreamDecoder:
+        """How the upstream frames a stream: SSE by default; NDJSON upstreams return an
+        NDJSONDecoder. Either yields (event, data) pairs for `stream_parser`."""
+        return SSEDecoder()
 
     def parse_response(self, body: dict[str, Any]) -> list[StreamEvent]:
         raise NotImplementedError

@@ -7,13 +7,25 @@ from typing import Any
 import pluggy
 
 from .config import Config, ModelConfig
-from .errors import ConfigError, UnknownModel
+from .errors import ConfigError, UnknownModel, UpstreamError
 from .plugins import Registry
 from .provider import Provider, Route
 
-__all__ = ["Router"]
+__all__ = ["Router", "tool_mode", "TOOL_MODES", "EMULATION_FILTER"]
 
 _CACHE_LIMIT = 4096   # distinct model names remembered; bounded against garbage names
+TOOL_MODES = ("native", "emulate", "auto")
+EMULATION_FILTER = "tool_emulation"   # registered by the bundled tool-emulation plugin
+
+
+def _provider_filters(options: dict[str, Any]) -> list[str]:
+    value = options.get("filters") or []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def tool_mode(model: ModelConfig, provider: Provider) -> str:
+    """`tools:` on the model, else on the provider; native by default."""
+    return str(model.options.get("tools") or provider.config.options.get("tools") or "native")
 
 
 class Router:
@@ -29,11 +41,25 @@ class Router:
                                 f"(available: {', '.join(sorted(registry.providers))})")
                 continue
             self.providers[name] = factory(pconf, config)
+        available = ", ".join(sorted(registry.filters)) or "none"
         for model in config.models:
             for fname in model.filters:
                 if fname not in registry.filters:
                     problems.append(f"models.{model.pattern}.filters: unknown filter {fname!r} "
-                                    f"(available: {', '.join(sorted(registry.filters)) or 'none'})")
+                                    f"(available: {available})")
+            mode = model.options.get("tools")
+            if mode is not None and mode not in TOOL_MODES:
+                problems.append(f"models.{model.pattern}.tools: must be one of "
+                                f"{', '.join(TOOL_MODES)}, got {mode!r}")
+        for name, pconf in config.providers.items():
+            for fname in _provider_filters(pconf.options):
+                if fname not in registry.filters:
+                    problems.append(f"providers.{name}.filters: unknown filter {fname!r} "
+                                    f"(available: {available})")
+            mode = pconf.options.get("tools")
+            if mode is not None and mode not in TOOL_MODES:
+                problems.append(f"providers.{name}.tools: must be one of "
+                                f"{', '.join(TOOL_MODES)}, got {mode!r}")
         if problems:
             raise ConfigError(problems)
         self._filters = {name: factory(config) for name, factory in registry.filters.items()}
@@ -47,12 +73,27 @@ class Router:
         if entry is None or entry.provider not in self.providers:
             raise UnknownModel(self._unknown_message(model), param="model")
         upstream = entry.model or (model if entry.is_glob else entry.pattern)
-        route = Route(self.providers[entry.provider], upstream, entry,
-                      [self._filters[f] for f in entry.filters])
+        provider = self.providers[entry.provider]
+        names = [*_provider_filters(provider.config.options), *entry.filters]
+        if tool_mode(entry, provider) == "emulate" and EMULATION_FILTER in self._filters:
+            names.insert(0, EMULATION_FILTER)
+        route = Route(provider, upstream, entry, [self._filters[f] for f in names])
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[model] = route
         return route
+
+    def tools_fallback(self, model: str, route: Route, err: UpstreamError) -> Route | None:
+        """`tools: auto`: when the upstream rejects a request because of its tools (a 400 that
+        names them), retry once with tool emulation and keep using it for this model name."""
+        if tool_mode(route.model, route.provider) != "auto" or EMULATION_FILTER not in self._filters:
+            return None
+        if err.status != 400 or "tool" not in err.message.lower():
+            return None
+        emulated = Route(route.provider, route.upstream_model, route.model,
+                         [self._filters[EMULATION_FILTER], *route.filters])
+        self._cache[model] = emulated
+        return emulated
 
     def _unknown_message(self, model: str) -> str:
         names = self.model_names()

@@ -20,7 +20,6 @@ from .canonical import HEARTBEAT, StreamEvent
 from .config import ServerConfig, Timeouts
 from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from .provider import Provider, UpstreamRequest
-from .sse import SSEDecoder
 
 __all__ = ["UpstreamClient", "Waited"]
 
@@ -123,7 +122,7 @@ class UpstreamClient:
 
     async def _stream(self, resp: aiohttp.ClientResponse, provider: Provider, timeouts: Timeouts,
                       started: float, waited: Waited) -> AsyncIterator[Batch]:
-        decoder = SSEDecoder()
+        decoder = provider.stream_decoder()
         parser = provider.stream_parser()
         heartbeat = self.server.heartbeat_secs
         content = resp.content

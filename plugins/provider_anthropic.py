@@ -49,7 +49,7 @@ class AnthropicProvider(Provider):
         self.extra_headers = dict(config.headers)
 
     def build_request(self, req: ChatRequest, route: Route) -> UpstreamRequest:
-        if req.ingress == "anthropic":
+        if req.ingress == "anthropic" and not req.rewritten:
             body = dict(req.raw)   # same protocol: pass through, unknown fields included
             body["model"] = route.upstream_model
             body["max_tokens"] = route.clamp_max_tokens(req.max_tokens, None)

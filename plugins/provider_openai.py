@@ -51,7 +51,7 @@ class OpenAIProvider(Provider):
 
     def build_request(self, req: ChatRequest, route: Route) -> UpstreamRequest:
         field = self._option(route, "max_tokens_field", "max_tokens")
-        if req.ingress == "openai":
+        if req.ingress == "openai" and not req.rewritten:
             body = dict(req.raw)   # same protocol: pass through, unknown fields included
             body["model"] = route.upstream_model
             requested = body.get("max_completion_tokens", body.get("max_tokens"))

@@ -19,9 +19,10 @@ from aiohttp import web
 
 from ..aggregate import Aggregator
 from ..appkeys import REQUEST_ID, STATE
-from ..canonical import ErrorEvent
-from ..errors import InvalidRequest, P5ProxyError, PayloadTooLarge
+from ..canonical import ChatRequest, ErrorEvent
+from ..errors import InvalidRequest, P5ProxyError, PayloadTooLarge, UpstreamError
 from ..filters import apply_filters
+from ..provider import Route
 from ..surfaces import Surface
 from ..tokens import estimate_from_body_size, estimate_input_tokens
 from ..upstream import Waited
@@ -64,22 +65,14 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     started = time.perf_counter()
     state = request.app[STATE]
     req = surface.decode(await read_json(request), request.headers)
-    route = state.router.resolve(req.model)
-    runs = [f.open(req, route) for f in route.filters]
-    ureq = route.provider.build_request(req, route)
-    passthrough = route.provider.protocol == req.ingress
+    waited = Waited()
+    batches, first, route = await _start(state, req, state.router.resolve(req.model), waited)
+    passthrough = route.provider.protocol == req.ingress and not req.rewritten
     estimate = 0
     if not passthrough:   # message_start needs input tokens before the upstream reports them
         size = request.content_length
         estimate = estimate_from_body_size(req, size) if size else estimate_input_tokens(req)
-    waited = Waited()
-    batches = state.upstream.events(route.provider, ureq, route.provider.config.timeouts, waited)
-    if runs:
-        batches = apply_filters(batches, runs)
     async with contextlib.aclosing(batches) as stream:
-        first = await anext(stream, [])
-        if first and isinstance(first[0], ErrorEvent):
-            raise first[0].error
         if not req.stream:
             agg = Aggregator()
             for ev in first:
@@ -106,6 +99,36 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
         finally:
             state.streams.discard(task)
         return resp
+
+
+async def _start(state: Any, req: ChatRequest, route: Route,
+                 waited: Waited) -> tuple[AsyncIterator[list[Any]], list[Any], Route]:
+    """Send the request upstream and wait for its first batch of events. Upstream failures up to
+    here raise (the client gets a real HTTP error); a route with `tools: auto` whose upstream
+    rejects native tools is retried once with tool emulation."""
+    while True:
+        runs = [f.open(req, route) for f in route.filters]
+        ureq = route.provider.build_request(req, route)
+        batches = state.upstream.events(route.provider, ureq, route.provider.config.timeouts,
+                                        waited)
+        if runs:
+            batches = apply_filters(batches, runs)
+        try:
+            first = await anext(batches, [])
+            if first and isinstance(first[0], ErrorEvent):
+                raise first[0].error
+            return batches, first, route
+        except UpstreamError as err:
+            await batches.aclose()
+            fallback = state.router.tools_fallback(req.model, route, err) if req.tools else None
+            if fallback is None or fallback is route:
+                raise
+            log.warning("%s rejected native tools (%s); using tool emulation for %s",
+                        route.provider.name, err.message, req.model)
+            route = fallback
+        except BaseException:
+            await batches.aclose()
+            raise
 
 
 async def _write_stream(resp: web.StreamResponse, renderer: Any, first: list[Any],
