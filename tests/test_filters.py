@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p5proxy.aggregate import Aggregator
-from p5proxy.canonical import (BlockStart, BlockStop, ChatRequest, MessageDelta, MessageStart,
-                               MessageStop, SignatureDelta, StreamEvent, TextDelta, TextPart,
-                               ThinkingDelta, ThinkingPart)
+from p5proxy.canonical import (HEARTBEAT, BlockStart, BlockStop, ChatRequest, ErrorEvent,
+                               MessageDelta, MessageStart, MessageStop, SignatureDelta,
+                               StreamEvent, TextDelta, TextPart, ThinkingDelta, ThinkingPart)
 from p5proxy.config import config_from_dict
 from p5proxy.errors import ConfigError
 from p5proxy.filters import Filter
@@ -280,3 +280,14 @@ async def test_unfiltered_models_are_untouched(make_gateway: Any) -> None:
     async with openai.AsyncOpenAI(base_url=gw.openai_base, api_key="k", max_retries=0) as client:
         plain = await ask(client, stream=False, model="gpt-4o")
     assert plain.choices[0].message.content == THOUGHT
+
+
+@pytest.mark.parametrize("filt,kind", [(ThinkTags(), ThinkingDelta), (Strip(end=[r"!"]), TextDelta)],
+                         ids=["think_tags", "strip"])
+def test_held_text_is_released_before_a_stream_error(filt: Filter, kind: type) -> None:
+    error = ErrorEvent(RuntimeError("upstream went away"))
+    text = "<think>half a thou" if kind is ThinkingDelta else "half an answer"
+    out = run([filt], [MessageStart(), BlockStart(0, TextPart("")), TextDelta(0, text),
+                       HEARTBEAT, error])
+    assert out[-1] is error and HEARTBEAT in out
+    assert "".join(ev.text for ev in out if isinstance(ev, kind)) == text.removeprefix("<think>")
