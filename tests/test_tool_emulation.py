@@ -393,3 +393,23 @@ async def test_openai_agent_loop(gw: Gateway, stream: bool) -> None:
             assert [c.function.name for c in calls] == [STEPS[turn][0]]
             history.append({"role": "tool", "tool_call_id": calls[0].id, "content": RESULTS[turn]})
     assert problems == []
+
+
+async def test_scripted_emulated_upstream_round_trip(gw: Gateway) -> None:
+    """The text-only mode of tests.fakes.scripted, used to try Claude Code by hand."""
+    from tests.fakes.scripted import PROOF_COMMAND, PROOF_TEXT, emulated_reply
+    gw.openai.responder = emulated_reply
+    bash: Any = [{"name": "Bash", "description": "Run a command", "input_schema": {
+        "type": "object", "properties": {"command": {"type": "string"},
+                                         "description": {"type": "string"}}}}]
+    async with anthropic.AsyncAnthropic(base_url=gw.url, api_key="k", max_retries=0) as client:
+        async with client.messages.stream(model=EMU, max_tokens=500, messages=HI, tools=bash) as s:
+            first = await s.get_final_message()
+        call = first.content[-1]
+        assert call.type == "tool_use" and call.input == {"command": PROOF_COMMAND,
+                                                          "description": "write proof"}
+        history: Any = [*HI, {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                                      "content": PROOF_TEXT + "\n"}]}]
+        second = await client.messages.create(model=EMU, max_tokens=500, messages=history, tools=bash)
+    assert second.content[0].text == f"The command printed: {PROOF_TEXT}"

@@ -3,11 +3,15 @@ the request, then answers from the tool result. Works for both wire formats.
 
 Standalone, for trying real clients (Claude Code) by hand:
     python -m tests.fakes.scripted --format openai --port 18300
+`--emulated` makes it a text-only model for tool-use emulation (`tools: emulate`): it reads the
+tools from the `<functions>` list in the system prompt and answers with `<function_calls>` XML.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +20,7 @@ from .anthropic_upstream import FakeAnthropic
 from .openai_upstream import FakeOpenAI
 from .replies import Reply
 
-__all__ = ["agent_reply", "PROOF_COMMAND", "PROOF_TEXT"]
+__all__ = ["agent_reply", "emulated_reply", "PROOF_COMMAND", "PROOF_TEXT"]
 
 PROOF_TEXT = "p5proxy-round-trip-ok"
 PROOF_COMMAND = f"echo {PROOF_TEXT} > proof.txt && cat proof.txt"
@@ -61,12 +65,49 @@ def agent_reply(body: dict[str, Any]) -> Reply:
                                                              "description": "write proof"})])
 
 
+_FUNCTION = re.compile(r"<function>(.*?)</function>", re.S)
+_STDOUT = re.compile(r"<(?:stdout|error)>\n?(.*?)\n?</(?:stdout|error)>", re.S)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return str(content or "")
+
+
+def emulated_reply(body: dict[str, Any]) -> Reply:
+    """The same agent as `agent_reply`, as a model without native tools would answer."""
+    messages = body.get("messages") or []
+    system = _text(body.get("system")) + "".join(
+        _text(m.get("content")) for m in messages if m.get("role") == "system")
+    last = _text(messages[-1].get("content")) if messages else ""
+    if "<function_results>" in last:
+        found = _STDOUT.search(last)
+        return Reply(text=f"The command printed: {(found[1] if found else last).strip()}")
+    names = []
+    for spec in _FUNCTION.findall(system):
+        try:
+            names.append(str(json.loads(spec).get("name", "")))
+        except ValueError:
+            continue
+    shell = next((n for n in names if n.lower() in ("bash", "shell", "run_command")), None)
+    if shell is None:
+        return Reply(text="Hello from the scripted model.")
+    return Reply(text=f'I will run it.\n\n<function_calls>\n<invoke name="{shell}">\n'
+                      f'<parameter name="command">{PROOF_COMMAND}</parameter>\n'
+                      '<parameter name="description">write proof</parameter>\n</invoke>\n',
+                 stop_sequence="</function_calls>")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--format", choices=("openai", "anthropic"), default="openai")
     parser.add_argument("--port", type=int, default=18300)
+    parser.add_argument("--emulated", action="store_true",
+                        help="text only: tool calls as <function_calls> XML")
     args = parser.parse_args()
-    fake = (FakeOpenAI if args.format == "openai" else FakeAnthropic)(responder=agent_reply)
+    responder = emulated_reply if args.emulated else agent_reply
+    fake = (FakeOpenAI if args.format == "openai" else FakeAnthropic)(responder=responder)
     fake.require_key = False
     web.run_app(fake.app(), host="127.0.0.1", port=args.port)
 
