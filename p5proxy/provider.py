@@ -20,6 +20,7 @@ class UpstreamRequest:
     body: bytes
     headers: dict[str, str]
     stream: bool
+    method: str = "POST"
 
 
 class StreamDecoder(Protocol):
@@ -79,9 +80,10 @@ class Provider:
         raise NotImplementedError
 
     def stream_decoder(self) -> StreamDecoder:
-        """How the upstream frames a stream: SSE by default; NDJSON upstreams return an
+        """How the upstream frames a stream: SSE by default (provider option
+        `sse_repair: true` also reads corrupted `data` field names); NDJSON upstreams return an
         NDJSONDecoder. Either yields (event, data) pairs for `stream_parser`."""
-        return SSEDecoder()
+        return SSEDecoder(repair=bool(self.config.options.get("sse_repair")))
 
     def parse_response(self, body: dict[str, Any]) -> list[StreamEvent]:
         raise NotImplementedError

@@ -20,6 +20,7 @@ from .canonical import HEARTBEAT, StreamEvent
 from .config import ServerConfig, Timeouts
 from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from .provider import Provider, UpstreamRequest
+from .sse import SSEDecoder
 
 __all__ = ["UpstreamClient", "Waited"]
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Batch = list[StreamEvent]
 _HEARTBEAT_BATCH: Batch = [HEARTBEAT]
+_STREAM_TYPES = frozenset(("text/event-stream", "application/x-ndjson"))
 
 
 class Waited:
@@ -66,8 +68,8 @@ class UpstreamClient:
                                                sock_connect=timeouts.connect)
         try:
             async with asyncio.timeout(timeouts.first_byte):   # includes connecting
-                resp = await self.session.post(ureq.url, data=ureq.body, headers=ureq.headers,
-                                               timeout=client_timeout)
+                resp = await self.session.request(ureq.method, ureq.url, data=ureq.body,
+                                                  headers=ureq.headers, timeout=client_timeout)
         except TimeoutError:
             raise UpstreamTimeout(f"upstream {provider.name} did not answer within "
                                   f"{timeouts.first_byte:g}s",
@@ -82,27 +84,33 @@ class UpstreamClient:
                 raise provider.map_error(resp.status,
                                          await self._json(resp, timeouts, provider, waited),
                                          resp.headers)
-            if ureq.stream and resp.content_type != "application/json":
+            ctype = resp.content_type
+            if ctype in _STREAM_TYPES or (ureq.stream and ctype != "application/json"):
+                # (a stream also answers a non-stream request when the upstream ignores `stream`)
                 async for batch in self._stream(resp, provider, timeouts, started, waited):
                     yield batch
             else:   # a JSON answer, also to a stream request: a one-shot stream
-                body = await self._json(resp, timeouts, provider, waited)
-                if not isinstance(body, dict):
-                    raise UpstreamProtocolError("upstream answered with a non-object body",
-                                                provider=provider.name)
-                if body.get("error") or body.get("type") == "error":
-                    raise provider.map_error(resp.status if resp.status >= 400 else 502, body,
-                                             resp.headers)
-                yield provider.parse_response(body)
+                yield self._one_shot(await self._json(resp, timeouts, provider, waited),
+                                     resp, provider)
         finally:
             resp.close()   # never returns an unfinished connection to the pool
 
+    @staticmethod
+    def _one_shot(body: Any, resp: aiohttp.ClientResponse, provider: Provider) -> Batch:
+        if not isinstance(body, dict):
+            raise UpstreamProtocolError("upstream answered with a non-object body",
+                                        provider=provider.name)
+        if body.get("error") or body.get("type") == "error":
+            raise provider.map_error(resp.status if resp.status >= 400 else 502, body,
+                                     resp.headers)
+        return provider.parse_response(body)
+
     async def _json(self, resp: aiohttp.ClientResponse, timeouts: Timeouts,
-                    provider: Provider, waited: Waited) -> Any:
+                    provider: Provider, waited: Waited, head: bytes = b"") -> Any:
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(timeouts.idle):
-                raw = await resp.read()
+                raw = head + await resp.read()
         except TimeoutError:
             raise UpstreamTimeout(f"upstream {provider.name} stalled while sending its answer",
                                   provider=provider.name) from None
@@ -127,6 +135,7 @@ class UpstreamClient:
         heartbeat = self.server.heartbeat_secs
         content = resp.content
         silent = 0.0
+        first = isinstance(decoder, SSEDecoder)   # look once for a JSON body (below)
         while not parser.done:
             wait = min(heartbeat, timeouts.idle - silent)
             try:
@@ -156,6 +165,14 @@ class UpstreamClient:
             if not chunk:
                 break
             silent = 0.0
+            if first:
+                first = False
+                if chunk.lstrip()[:1] == b"{":
+                    # A JSON body under an event-stream content type (an error, or an upstream
+                    # that ignored `stream`): not SSE, answer it as a one-shot stream.
+                    yield self._one_shot(await self._json(resp, timeouts, provider, waited,
+                                                          chunk), resp, provider)
+                    return
             batch: Batch = []
             for event, data in decoder.feed(chunk):
                 batch.extend(parser.feed(event, data))

@@ -1,0 +1,114 @@
+"""Property tests: the upstream stream decoders give the same (event, data) list for every
+re-chunking of a stream, recorded (tests/data/*.sse, *.ndjson) or generated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from p5proxy.canonical import TextDelta
+from p5proxy.ndjson import NDJSONDecoder
+from p5proxy.protocols.anthropic import AnthropicStreamParser
+from p5proxy.protocols.openai import OpenAIStreamParser
+from p5proxy.sse import SSEDecoder
+
+DATA = Path(__file__).parent / "data"
+RECORDED = sorted(DATA.glob("*.sse")) + sorted(DATA.glob("*.ndjson"))
+PROPS = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def decoder_for(path: Path) -> Any:
+    return NDJSONDecoder() if path.suffix == ".ndjson" else SSEDecoder(repair=True)
+
+
+def run(decoder: Any, chunks: list[bytes]) -> list[tuple[str, str]]:
+    out = []
+    for chunk in chunks:
+        out.extend(decoder.feed(chunk))
+    out.extend(decoder.close())
+    return out
+
+
+@st.composite
+def rechunked(draw: Any, raw: bytes) -> list[bytes]:
+    """`raw` cut at arbitrary byte positions: mid-line, mid-CRLF, mid-UTF-8 character."""
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(raw) - 1)), max_size=40)))
+    bounds = [0, *cuts, len(raw)]
+    return [raw[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=lambda p: p.name)
+@given(data=st.data())
+@PROPS
+def test_recorded_streams_survive_any_rechunking(path: Path, data: Any) -> None:
+    raw = path.read_bytes()
+    whole = run(decoder_for(path), [raw])
+    assert whole
+    assert run(decoder_for(path), data.draw(rechunked(raw))) == whole
+
+
+@pytest.mark.parametrize("name", ["openai_quirks.sse", "anthropic_quirks.sse",
+                                  "ollama_chat.ndjson"])
+def test_quirky_recordings_decode_to_their_golden_events(name: str) -> None:
+    path = DATA / name
+    expected = json.loads((DATA / (name + ".json")).read_text(encoding="utf-8"))
+    assert run(decoder_for(path), [path.read_bytes()]) == [tuple(e) for e in expected["events"]]
+
+
+@pytest.mark.parametrize("name,parser", [("openai_quirks.sse", OpenAIStreamParser),
+                                         ("anthropic_quirks.sse", AnthropicStreamParser)])
+def test_quirky_recordings_parse_to_the_full_text(name: str, parser: Any) -> None:
+    """Keep-alives are skipped, the first [DONE] ends the stream, nothing is lost."""
+    p = parser("test")
+    events = []
+    for event, data in run(SSEDecoder(repair=True), [(DATA / name).read_bytes()]):
+        events.extend(p.feed(event, data))
+    assert p.done
+    events.extend(p.close())
+    expected = json.loads((DATA / (name + ".json")).read_text(encoding="utf-8"))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == expected["text"]
+
+
+# --- generated streams -------------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8)
+EVENTS = st.lists(st.tuples(st.sampled_from(["", "message", "content_block_delta"]),
+                            st.dictionaries(st.text(max_size=5), JSON_VALUES, min_size=1, max_size=4)),
+                  min_size=1, max_size=8)
+NEWLINES = st.sampled_from(["\n", "\r\n", "\r"])
+
+
+@given(events=EVENTS, newline=NEWLINES, data=st.data(), comments=st.booleans())
+@PROPS
+def test_generated_sse_streams(events: list[tuple[str, dict[str, Any]]], newline: str,
+                               data: Any, comments: bool) -> None:
+    body = ""
+    expected = []
+    for name, obj in events:
+        payload = orjson.dumps(obj).decode()
+        expected.append((name, payload))
+        if comments:
+            body += ": keep-alive" + newline + newline
+        body += (f"event: {name}{newline}" if name else "") + f"data: {payload}{newline}{newline}"
+    raw = body.encode()
+    assert run(SSEDecoder(), data.draw(rechunked(raw))) == expected
+    assert run(SSEDecoder(repair=True), data.draw(rechunked(raw))) == expected
+
+
+@given(events=EVENTS, newline=st.sampled_from(["\n", "\r\n"]), data=st.data(),
+       final_newline=st.booleans())
+@PROPS
+def test_generated_ndjson_streams(events: list[tuple[str, dict[str, Any]]], newline: str,
+                                  data: Any, final_newline: bool) -> None:
+    lines = [orjson.dumps(obj).decode() for _, obj in events]
+    raw = (newline.join(lines) + (newline if final_newline else "")).encode()
+    assert run(NDJSONDecoder(), data.draw(rechunked(raw))) == [("", x) for x in lines]
