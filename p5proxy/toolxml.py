@@ -168,6 +168,12 @@ class ToolCallExtractor:
     def done(self) -> bool:
         return self._mode == "done"
 
+    def release_text(self) -> list[Output]:
+        """The stream failed: text held back goes out, a block in progress is abandoned."""
+        out: list[Output] = [Text(self._buf)] if self._mode == "text" and self._buf else []
+        self._mode, self._buf = "done", ""
+        return out
+
     def feed(self, text: str) -> list[Output]:
         if self._mode == "done" or not text:
             return []

@@ -59,8 +59,9 @@ class ToolEmulationRun(FilterRun):
             return () if ev.index in self._texts else (ev,)
         if isinstance(ev, MessageDelta):
             return [*self._finish(), self._stop_reason(ev)]
-        if isinstance(ev, ErrorEvent):
+        if isinstance(ev, ErrorEvent) and not self._ended:   # no call from a failed stream
             self._ended = True
+            return [*self._render(self.x.release_text()), *self._close_block(), ev]
         return (ev,)
 
     def on_end(self) -> Iterable[StreamEvent]:

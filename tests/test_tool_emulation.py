@@ -413,3 +413,22 @@ async def test_scripted_emulated_upstream_round_trip(gw: Gateway) -> None:
                                                       "content": PROOF_TEXT + "\n"}]}]
         second = await client.messages.create(model=EMU, max_tokens=500, messages=history, tools=bash)
     assert second.content[0].text == f"The command printed: {PROOF_TEXT}"
+
+
+def test_stream_error_releases_held_text_but_no_call() -> None:
+    from p5proxy.canonical import BlockStart, ErrorEvent, MessageStart, TextDelta, TextPart
+    from p5proxy.filters import FilterRun
+    from p5proxy_plugins.filter_tool_emulation import ToolEmulationRun
+
+    def run(text: str) -> list[Any]:
+        filt: FilterRun = ToolEmulationRun(ToolCallExtractor(SCHEMAS))
+        error = ErrorEvent(RuntimeError("upstream went away"))
+        events = [MessageStart(), BlockStart(0, TextPart("")), TextDelta(0, text), error]
+        out = [o for ev in events for o in filt.on_event(ev)] + list(filt.on_end())
+        assert out[-1] is error
+        return out
+    out = run("half an answer <function_ca")
+    assert "".join(ev.text for ev in out if isinstance(ev, TextDelta)) == "half an answer <function_ca"
+    out = run(XML[:XML.index("</parameter>")])   # the stream ends in error: no call is made
+    assert "".join(ev.text for ev in out if isinstance(ev, TextDelta)) == TEXT
+    assert not any(isinstance(ev, BlockStart) and not isinstance(ev.block, TextPart) for ev in out)
