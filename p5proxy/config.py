@@ -261,7 +261,8 @@ def _provider(c: _Checker, name: str, raw: Any) -> ProviderConfig | None:
     path = f"providers.{name}"
     raw = c.mapping(raw, path)
     ptype = c.string(raw.get("type"), f"{path}.type", required=True)
-    base_url = c.string(raw.get("base_url"), f"{path}.base_url", required=True)
+    # `url` (a full endpoint URL, e.g. of an `http` provider) may stand in for base_url
+    base_url = c.string(raw.get("base_url") or raw.get("url"), f"{path}.base_url", required=True)
     if base_url and not base_url.startswith(("http://", "https://")):
         c.fail(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
     keys = c.strings(raw.get("api_keys"), f"{path}.api_keys")

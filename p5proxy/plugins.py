@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "p5proxy.default_plugins.config_router",
     "p5proxy_plugins.provider_openai",
     "p5proxy_plugins.provider_anthropic",
+    "p5proxy_plugins.provider_http",
     "p5proxy_plugins.filter_tool_emulation",
     "p5proxy_plugins.filter_think_tags",
     "p5proxy_plugins.filter_strip",

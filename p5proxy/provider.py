@@ -62,6 +62,7 @@ class Provider:
     """
 
     protocol: str = ""
+    default_tools: str = "native"   # `tools:` when the configuration says nothing
 
     def __init__(self, config: ProviderConfig, settings: Config) -> None:
         self.config = config

@@ -24,8 +24,9 @@ def _provider_filters(options: dict[str, Any]) -> list[str]:
 
 
 def tool_mode(model: ModelConfig, provider: Provider) -> str:
-    """`tools:` on the model, else on the provider; native by default."""
-    return str(model.options.get("tools") or provider.config.options.get("tools") or "native")
+    """`tools:` on the model, else on the provider, else the provider type's default."""
+    return str(model.options.get("tools") or provider.config.options.get("tools")
+               or provider.default_tools)
 
 
 class Router:

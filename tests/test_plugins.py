@@ -212,7 +212,7 @@ def test_cli_plugins_lists_plugins_and_hooks() -> None:
     lines = result.stdout.splitlines()
     assert "p5proxy_plugins.provider_openai: p5proxy_register_providers" in lines
     assert "p5proxy.default_plugins.config_router: p5proxy_resolve_route" in lines
-    assert "provider types: anthropic, openai" in lines
+    assert "provider types: anthropic, http, openai" in lines
 
 
 def test_cli_plugins_includes_the_plugins_dir(tmp_path: Path, plugins_dir: Path) -> None:
@@ -222,7 +222,7 @@ def test_cli_plugins_includes_the_plugins_dir(tmp_path: Path, plugins_dir: Path)
     result = _cli("plugins", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert f"{plugins_dir / HEADER_PLUGIN.name}: p5proxy_register_providers" in result.stdout
-    assert "provider types: anthropic, openai, openai-affinity" in result.stdout
+    assert "provider types: anthropic, http, openai, openai-affinity" in result.stdout
 
 
 def test_cli_check_config_reports_every_problem_with_its_path(tmp_path: Path) -> None:
