@@ -28,6 +28,7 @@ class FinalMessage:
     stop_sequence: str | None = None
     usage: Usage = field(default_factory=Usage)
     extra: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] | None = None   # the upstream's own body, when it answered in one piece
 
 
 def parse_tool_input(raw: str) -> dict[str, Any]:
@@ -99,6 +100,7 @@ class Aggregator:
                     self.final.usage = ev.usage
                 if ev.extra:
                     self.final.extra.update(ev.extra)
+                self.final.body = ev.body
             case MessageDelta():
                 self.final.stop_reason = ev.stop_reason
                 self.final.stop_sequence = ev.stop_sequence

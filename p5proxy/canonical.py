@@ -144,6 +144,10 @@ class Usage:
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
     reasoning_tokens: int = 0
+    # The upstream's own usage fields (service_tier, cache_creation breakdown, audio tokens...),
+    # rendered again only for clients of the same protocol.
+    extra: dict[str, Any] | None = None
+    extra_protocol: str | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -165,6 +169,7 @@ class MessageStart(StreamEvent):
     model: str | None = None
     usage: Usage | None = None
     extra: dict[str, Any] | None = None   # unknown top-level fields of the upstream message
+    body: dict[str, Any] | None = None    # a one-shot (non-streamed) answer's whole upstream body
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .canonical import HEARTBEAT, StreamEvent
+from .canonical import HEARTBEAT, MessageStart, StreamEvent
 from .config import ServerConfig, Timeouts
 from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from .provider import Provider, UpstreamRequest
@@ -103,7 +103,10 @@ class UpstreamClient:
         if body.get("error") or body.get("type") == "error":
             raise provider.map_error(resp.status if resp.status >= 400 else 502, body,
                                      resp.headers)
-        return provider.parse_response(body)
+        events = provider.parse_response(body)
+        if events and isinstance(events[0], MessageStart):
+            events[0].body = body   # for a verbatim same-protocol answer (routes/chat.py)
+        return events
 
     async def _json(self, resp: aiohttp.ClientResponse, timeouts: Timeouts,
                     provider: Provider, waited: Waited, head: bytes = b"") -> Any:

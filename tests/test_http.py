@@ -256,3 +256,19 @@ async def test_overhead_header_reports_the_gateways_own_time(gateway: Gateway) -
                                 headers={"Authorization": "Bearer k"}) as resp:
             await resp.read()
             assert float(resp.headers["X-Gateway-Overhead-Ms"]) < 150
+
+
+async def test_same_protocol_non_stream_answer_is_verbatim(gateway: Gateway) -> None:
+    """Every field the upstream sent survives (usage details, logprobs, service tier...);
+    only the model name is the one the client asked for."""
+    gateway.openai.replies.append(Reply(text="hi", extra_fields={"service_tier": "flex",
+                                                                 "x_vendor": {"a": 1}}))
+    status, body, _ = await post(gateway.url + "/v1/chat/completions", CHAT,
+                                 {"Authorization": "Bearer k"})
+    assert status == 200 and body["model"] == "gpt-4o"
+    assert body["service_tier"] == "flex" and body["x_vendor"] == {"a": 1}
+    assert body["choices"][0]["message"]["content"] == "hi"
+    gateway.anthropic.replies.append(Reply(text="hi", extra_fields={"container": {"id": "c1"}}))
+    status, body, _ = await post(gateway.url + "/v1/messages", {**MSG, "model": "claude-native"})
+    assert status == 200 and body["model"] == "claude-native"
+    assert body["container"] == {"id": "c1"} and body["id"].startswith("msg_")

@@ -87,6 +87,10 @@ def comparable(completion: Any) -> dict[str, Any]:
     for choice in data["choices"]:
         message = choice["message"]
         message.pop("parsed", None)
+        # the real API's plain answers carry `annotations: []`, its streams never do, and the
+        # gateway passes a same-protocol plain answer through verbatim
+        if message.get("annotations") == []:
+            del message["annotations"]
         for call in message.get("tool_calls", []):
             call.pop("id")
             call.pop("index", None)   # the accumulator keeps the delta index

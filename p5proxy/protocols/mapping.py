@@ -23,7 +23,8 @@ def usage_from_openai(u: dict[str, Any]) -> Usage:
     return Usage(input_tokens=max(_int(u.get("prompt_tokens")) - cached - written, 0),
                  output_tokens=_int(u.get("completion_tokens")),
                  cache_read_tokens=cached, cache_creation_tokens=written,
-                 reasoning_tokens=_int(completion.get("reasoning_tokens")))
+                 reasoning_tokens=_int(completion.get("reasoning_tokens")),
+                 extra=u, extra_protocol="openai")
 
 
 def usage_to_openai(u: Usage) -> dict[str, Any]:
@@ -31,9 +32,16 @@ def usage_to_openai(u: Usage) -> dict[str, Any]:
     details: dict[str, Any] = {"cached_tokens": u.cache_read_tokens}
     if u.cache_creation_tokens:
         details["cache_write_tokens"] = u.cache_creation_tokens
-    return {"prompt_tokens": prompt, "completion_tokens": u.output_tokens,
-            "total_tokens": prompt + u.output_tokens, "prompt_tokens_details": details,
-            "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens}}
+    completion: dict[str, Any] = {"reasoning_tokens": u.reasoning_tokens}
+    out: dict[str, Any] = {}
+    if u.extra and u.extra_protocol == "openai":   # same protocol: keep the upstream's details
+        out.update(u.extra)
+        details = {**(u.extra.get("prompt_tokens_details") or {}), **details}
+        completion = {**(u.extra.get("completion_tokens_details") or {}), **completion}
+    out.update({"prompt_tokens": prompt, "completion_tokens": u.output_tokens,
+                "total_tokens": prompt + u.output_tokens, "prompt_tokens_details": details,
+                "completion_tokens_details": completion})
+    return out
 
 
 def usage_from_anthropic(u: dict[str, Any], into: Usage | None = None) -> Usage:
@@ -50,14 +58,25 @@ def usage_from_anthropic(u: dict[str, Any], into: Usage | None = None) -> Usage:
     details = u.get("output_tokens_details")
     if isinstance(details, dict) and "thinking_tokens" in details:
         usage.reasoning_tokens = _int(details["thinking_tokens"])
+    extra = {k: v for k, v in u.items() if k not in _ANTHROPIC_COUNTERS}
+    if extra:
+        usage.extra = {**(usage.extra or {}), **extra} if usage.extra_protocol == "anthropic" else extra
+        usage.extra_protocol = "anthropic"
     return usage
 
 
+_ANTHROPIC_COUNTERS = frozenset(("input_tokens", "output_tokens", "cache_read_input_tokens",
+                                 "cache_creation_input_tokens"))
+
+
 def usage_to_anthropic(u: Usage) -> dict[str, Any]:
-    return {"input_tokens": u.input_tokens,
-            "cache_creation_input_tokens": u.cache_creation_tokens,
-            "cache_read_input_tokens": u.cache_read_tokens,
-            "output_tokens": u.output_tokens}
+    out = {"input_tokens": u.input_tokens,
+           "cache_creation_input_tokens": u.cache_creation_tokens,
+           "cache_read_input_tokens": u.cache_read_tokens,
+           "output_tokens": u.output_tokens}
+    if u.extra and u.extra_protocol == "anthropic":   # same protocol: keep the upstream's details
+        return {**out, **u.extra}   # extra holds no counters: see usage_from_anthropic
+    return out
 
 
 _STOP_FROM_OPENAI = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",

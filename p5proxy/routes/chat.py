@@ -80,8 +80,13 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
             async for batch in stream:
                 for ev in batch:
                     agg.feed(ev)
-            answer = surface.render_response(agg.result(), model=req.model,
-                                             input_estimate=estimate, passthrough=passthrough)
+            final = agg.result()
+            if passthrough and final.body is not None and not route.filters:
+                # same protocol, untouched: the upstream's answer as it is, every field kept
+                answer = {**final.body, "model": req.model}
+            else:
+                answer = surface.render_response(final, model=req.model,
+                                                 input_estimate=estimate, passthrough=passthrough)
             return web.Response(body=orjson.dumps(answer), content_type="application/json",
                                 headers={OVERHEAD_HEADER: _overhead_ms(started, waited)})
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,

@@ -124,7 +124,8 @@ class AnthropicStreamParser:
 
 def _copy(usage: Usage) -> Usage:
     return Usage(usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
-                 usage.cache_creation_tokens, usage.reasoning_tokens)
+                 usage.cache_creation_tokens, usage.reasoning_tokens,
+                 dict(usage.extra) if usage.extra else None, usage.extra_protocol)
 
 
 def parse_response(body: dict[str, Any], provider: str = "") -> list[StreamEvent]:
