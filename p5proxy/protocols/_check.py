@@ -34,7 +34,7 @@ def need_int(value: Any, param: str, *, minimum: int = 0) -> int:
             fail(param, f"Input should be a valid integer, got {_type(value)}")
     if value < minimum:
         fail(param, f"must be greater than or equal to {minimum}")
-    return value
+    return int(value)
 
 
 def need_number(value: Any, param: str) -> float | int:

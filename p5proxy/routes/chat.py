@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -107,7 +107,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
 
 
 async def _start(state: Any, req: ChatRequest, route: Route,
-                 waited: Waited) -> tuple[AsyncIterator[list[Any]], list[Any], Route]:
+                 waited: Waited) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
     """Send the request upstream and wait for its first batch of events. Upstream failures up to
     here raise (the client gets a real HTTP error); a route with `tools: auto` whose upstream
     rejects native tools is retried once with tool emulation."""
@@ -119,7 +119,7 @@ async def _start(state: Any, req: ChatRequest, route: Route,
         if runs:
             batches = apply_filters(batches, runs)
         try:
-            first = await anext(batches, [])
+            first: list[Any] = await anext(batches, [])
             if first and isinstance(first[0], ErrorEvent):
                 raise first[0].error
             return batches, first, route

@@ -139,9 +139,8 @@ def _response_format(output_config: Any) -> dict[str, Any] | None:
 
 
 def _user_id(metadata: Any) -> str | None:
-    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
-        return metadata["user_id"]
-    return None
+    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return user_id if isinstance(user_id, str) else None
 
 
 def decode_request(body: Any, headers: Any = None, *, count_only: bool = False) -> ChatRequest:

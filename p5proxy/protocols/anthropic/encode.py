@@ -83,9 +83,9 @@ def _merge_turns(messages: list[Message]) -> list[dict[str, Any]]:
             out[-1]["content"].extend(blocks)
         else:
             out.append({"role": msg.role, "content": blocks})
-    for msg in out:
-        content = msg["content"]
-        if msg["role"] == "user" and any(b.get("type") == "tool_result" for b in content):
+    for turn in out:
+        content = turn["content"]
+        if turn["role"] == "user" and any(b.get("type") == "tool_result" for b in content):
             content.sort(key=lambda b: b.get("type") != "tool_result")   # stable: order kept
     return out
 

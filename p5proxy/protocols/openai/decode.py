@@ -106,8 +106,9 @@ def _messages(raw: Any) -> tuple[list[TextPart], list[Message]]:
         elif role in ("tool", "function"):
             call_id = msg.get("tool_call_id") if role == "tool" else msg.get("name")
             content = msg.get("content")
-            result_parts = (_user_parts(content, f"{path}.content") if isinstance(content, list)
-                            else [TextPart(_text_of(content, f"{path}.content"))])
+            result_parts: list[Part] = (
+                _user_parts(content, f"{path}.content") if isinstance(content, list)
+                else [TextPart(_text_of(content, f"{path}.content"))])
             part = ToolResultPart(need_str(call_id, f"{path}.tool_call_id"), result_parts)
             # consecutive results of one parallel batch share one user turn
             if messages and messages[-1].role == "user" and \
