@@ -10,6 +10,7 @@ from ...canonical import (BlockStart, BlockStop, ErrorEvent, MessageDelta, Messa
                           MessageStop, RawDelta, RawPart, SignatureDelta, StreamEvent, TextDelta,
                           TextPart, ThinkingDelta, ThinkingPart, ToolCallPart, ToolInputDelta, Usage)
 from ...errors import UpstreamProtocolError, UpstreamStatusError, kind_for_status
+from .._json import loads_values
 from ..mapping import usage_from_anthropic
 
 __all__ = ["AnthropicStreamParser", "parse_response", "parse_error"]
@@ -76,13 +77,13 @@ class AnthropicStreamParser:
     def feed(self, event: str, data: str) -> list[StreamEvent]:
         if self.done or not data or data == "[DONE]":
             return []
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"invalid JSON in upstream event: {data[:200]!r}",
-                                        provider=self.provider) from None
-        if not isinstance(obj, dict):
-            return []
+        out: list[StreamEvent] = []
+        for obj in loads_values(data, self.provider):
+            if isinstance(obj, dict) and not self.done:
+                out.extend(self._feed_obj(event, obj))
+        return out
+
+    def _feed_obj(self, event: str, obj: dict[str, Any]) -> list[StreamEvent]:
         etype = obj.get("type") or event
         if etype == "content_block_delta":
             return [_delta(obj.get("index", 0), obj.get("delta") or {})]

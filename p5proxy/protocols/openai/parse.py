@@ -17,6 +17,7 @@ from ...canonical import (BlockStart, BlockStop, ErrorEvent, MessageDelta, Messa
 from ...errors import UpstreamProtocolError, UpstreamStatusError, kind_for_status
 from ...ids import tool_call_id
 from ...thinking import mint_signature
+from .._json import loads_values
 from ..mapping import stop_from_openai, usage_from_openai
 
 __all__ = ["OpenAIStreamParser", "parse_response", "parse_error"]
@@ -65,12 +66,11 @@ class OpenAIStreamParser:
             return []
         if data == "[DONE]":
             return self._end()
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"invalid JSON in upstream chunk: {data[:200]!r}",
-                                        provider=self.provider) from None
-        return self.feed_obj(obj) if isinstance(obj, dict) else []
+        out: list[StreamEvent] = []
+        for obj in loads_values(data, self.provider):
+            if isinstance(obj, dict) and not self.done:
+                out.extend(self.feed_obj(obj))
+        return out
 
     def feed_obj(self, obj: dict[str, Any]) -> list[StreamEvent]:
         out: list[StreamEvent] = []
