@@ -18,9 +18,8 @@ from typing import Any
 import orjson
 
 from p5proxy import hookimpl
-from p5proxy.canonical import (BlockStart, BlockStop, ChatRequest, ErrorEvent, ImagePart,
-                               MessageDelta, MessageStart, MessageStop, SignatureDelta,
-                               StreamEvent, TextDelta, TextPart, ThinkingDelta, ThinkingPart,
+from p5proxy.canonical import (ChatRequest, ErrorEvent, ImagePart, MessageDelta, MessageStart,
+                               MessageStop, StreamEvent, TextDelta, TextPart, ThinkingDelta,
                                ToolCallPart, ToolResultPart, Usage)
 from p5proxy.config import Config, ProviderConfig
 from p5proxy.errors import (ConfigError, UpstreamError, UpstreamProtocolError,
@@ -28,10 +27,10 @@ from p5proxy.errors import (ConfigError, UpstreamError, UpstreamProtocolError,
 from p5proxy.ids import request_id
 from p5proxy.ndjson import NDJSONDecoder
 from p5proxy.protocols.anthropic.encode import encode_request as anthropic_request
+from p5proxy.protocols.blocks import DeltaBlocks
 from p5proxy.protocols.openai.encode import encode_request as openai_request
 from p5proxy.protocols.openai.encode import system_text
 from p5proxy.provider import Provider, Route, StreamDecoder, StreamParser, UpstreamRequest
-from p5proxy.thinking import mint_signature
 
 __all__ = ["HTTPProvider", "HTTPStreamParser", "JSONPath", "render_template"]
 
@@ -123,7 +122,7 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-class HTTPStreamParser:
+class HTTPStreamParser(DeltaBlocks):
     """(event, data) pairs -> canonical events, reading each JSON event through the paths.
     Content comes before the finish signal within an event; the stream ends at `[DONE]`, at
     end of body after a finish signal, or right at the finish signal when it carries the usage
@@ -131,6 +130,7 @@ class HTTPStreamParser:
 
     def __init__(self, paths: dict[str, JSONPath], *, finish_value: str | None,
                  stops: dict[str, str], provider: str) -> None:
+        super().__init__()
         self.provider = provider
         self._stops = stops
         self._reason: Any = None
@@ -138,9 +138,6 @@ class HTTPStreamParser:
         self._p = paths
         self._finish_value = finish_value
         self._started = False
-        self._open: tuple[str, int] | None = None
-        self._next = 0
-        self._thinking: list[str] = []
         self._stop: str | None = None
         self._usage: Usage | None = None
         self._chars = 0
@@ -196,27 +193,10 @@ class HTTPStreamParser:
         return "end_turn"
 
     def _ensure(self, kind: str, out: list[StreamEvent]) -> int:
-        if self._open is not None and self._open[0] == kind:
-            return self._open[1]
-        if not self._started:
+        if not self._started:   # this format has no start event: the first delta starts it
             self._started = True
             out.append(MessageStart())
-        self._close(out)
-        index = self._next
-        self._next += 1
-        self._open = (kind, index)
-        out.append(BlockStart(index, TextPart("") if kind == "text" else ThinkingPart("", "")))
-        return index
-
-    def _close(self, out: list[StreamEvent]) -> None:
-        if self._open is None:
-            return
-        kind, index = self._open
-        if kind == "thinking":
-            out.append(SignatureDelta(index, mint_signature("".join(self._thinking))))
-            self._thinking = []
-        out.append(BlockStop(index))
-        self._open = None
+        return super()._ensure(kind, out)
 
     def _end(self) -> list[StreamEvent]:
         out: list[StreamEvent] = []

@@ -11,13 +11,13 @@ from typing import Any
 
 import orjson
 
-from ...canonical import (BlockStart, BlockStop, ErrorEvent, MessageDelta, MessageStart,
-                          MessageStop, SignatureDelta, StreamEvent, TextDelta, TextPart, ThinkingDelta,
-                          ThinkingPart, ToolCallPart, ToolInputDelta, Usage)
+from ...canonical import (BlockStart, ErrorEvent, MessageDelta, MessageStart, MessageStop,
+                          StreamEvent, TextDelta, ThinkingDelta, ToolCallPart, ToolInputDelta,
+                          Usage)
 from ...errors import UpstreamProtocolError, UpstreamStatusError, kind_for_status
 from ...ids import tool_call_id
-from ...thinking import mint_signature
 from .._json import loads_values
+from ..blocks import DeltaBlocks
 from ..mapping import stop_from_openai, usage_from_openai
 
 __all__ = ["OpenAIStreamParser", "parse_response", "parse_error"]
@@ -43,17 +43,15 @@ def parse_error(status: int, body: Any, *, provider: str = "",
                                retry_after=retry_after)
 
 
-class OpenAIStreamParser:
-    __slots__ = ("provider", "done", "_started", "_next", "_open", "_thinking", "_tools",
-                 "_finish", "_stop_sequence", "_usage", "_saw_tool", "_out_chars")
+class OpenAIStreamParser(DeltaBlocks):
+    __slots__ = ("provider", "done", "_started", "_tools", "_finish", "_stop_sequence", "_usage",
+                 "_saw_tool", "_out_chars")
 
     def __init__(self, provider: str = "") -> None:
+        super().__init__()
         self.provider = provider
         self.done = False
         self._started = False
-        self._next = 0                      # next block index
-        self._open: tuple[str, int] | None = None   # (kind, block index) of the open block
-        self._thinking: list[str] = []      # reasoning text, for the minted signature
         self._tools: dict[Any, tuple[int, str]] = {}   # tool key -> (block index, id)
         self._finish: str | None = None
         self._stop_sequence: str | None = None
@@ -156,26 +154,6 @@ class OpenAIStreamParser:
         if isinstance(args, str) and args:
             self._out_chars += len(args)
             out.append(ToolInputDelta(index, args))
-
-    def _ensure(self, kind: str, out: list[StreamEvent]) -> int:
-        if self._open is not None and self._open[0] == kind:
-            return self._open[1]
-        self._close(out)
-        index = self._next
-        self._next += 1
-        self._open = (kind, index)
-        out.append(BlockStart(index, TextPart("") if kind == "text" else ThinkingPart("", "")))
-        return index
-
-    def _close(self, out: list[StreamEvent]) -> None:
-        if self._open is None:
-            return
-        kind, index = self._open
-        if kind == "thinking":
-            out.append(SignatureDelta(index, mint_signature("".join(self._thinking))))
-            self._thinking = []
-        out.append(BlockStop(index))
-        self._open = None
 
     def _end(self) -> list[StreamEvent]:
         out: list[StreamEvent] = []
