@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pluggy
@@ -23,6 +24,16 @@ def _provider_filters(options: dict[str, Any]) -> list[str]:
     return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
+def _row_problems(path: str, filters: Sequence[str], mode: Any, registry: Registry) -> list[str]:
+    """What is wrong with the `filters:` and `tools:` of one provider or model row."""
+    problems = [f"{path}.filters: unknown filter {name!r} "
+                f"(available: {', '.join(sorted(registry.filters)) or 'none'})"
+                for name in filters if name not in registry.filters]
+    if mode is not None and mode not in TOOL_MODES:
+        problems.append(f"{path}.tools: must be one of {', '.join(TOOL_MODES)}, got {mode!r}")
+    return problems
+
+
 def tool_mode(model: ModelConfig, provider: Provider) -> str:
     """`tools:` on the model, else on the provider, else the provider type's default."""
     return str(model.options.get("tools") or provider.config.options.get("tools")
@@ -42,25 +53,12 @@ class Router:
                                 f"(available: {', '.join(sorted(registry.providers))})")
                 continue
             self.providers[name] = factory(pconf, config)
-        available = ", ".join(sorted(registry.filters)) or "none"
         for model in config.models:
-            for fname in model.filters:
-                if fname not in registry.filters:
-                    problems.append(f"models.{model.pattern}.filters: unknown filter {fname!r} "
-                                    f"(available: {available})")
-            mode = model.options.get("tools")
-            if mode is not None and mode not in TOOL_MODES:
-                problems.append(f"models.{model.pattern}.tools: must be one of "
-                                f"{', '.join(TOOL_MODES)}, got {mode!r}")
+            problems += _row_problems(f"models.{model.pattern}", model.filters,
+                                      model.options.get("tools"), registry)
         for name, pconf in config.providers.items():
-            for fname in _provider_filters(pconf.options):
-                if fname not in registry.filters:
-                    problems.append(f"providers.{name}.filters: unknown filter {fname!r} "
-                                    f"(available: {available})")
-            mode = pconf.options.get("tools")
-            if mode is not None and mode not in TOOL_MODES:
-                problems.append(f"providers.{name}.tools: must be one of "
-                                f"{', '.join(TOOL_MODES)}, got {mode!r}")
+            problems += _row_problems(f"providers.{name}", _provider_filters(pconf.options),
+                                      pconf.options.get("tools"), registry)
         if problems:
             raise ConfigError(problems)
         self._filters = {name: factory(config) for name, factory in registry.filters.items()}
