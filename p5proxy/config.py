@@ -18,8 +18,8 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["Config", "ServerConfig", "ProviderConfig", "ModelConfig", "Timeouts", "load_config",
-           "config_from_dict", "DEFAULT_PORT", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["Config", "ServerConfig", "ProviderConfig", "ModelConfig", "Timeouts", "RetryConfig",
+           "load_config", "config_from_dict", "DEFAULT_PORT", "DEFAULT_MAX_BODY_BYTES"]
 
 DEFAULT_PORT = 18185
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024   # image-heavy Claude Code requests reach tens of MB
@@ -32,6 +32,17 @@ class Timeouts:
     first_byte: float = 300.0   # request sent -> response headers (connecting included)
     idle: float = 300.0         # longest silence between two chunks of a stream
     total: float | None = None  # None: a healthy long generation is never cut
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """Retries before the first byte reaches the client (see p5proxy/retry.py)."""
+    attempts: int = 3             # per model (primary, then each fallback), the first included
+    backoff_base: float = 0.5     # delay before retry n: about base * 2**(n-1), jittered
+    backoff_max: float = 8.0      # cap on one delay; a longer Retry-After is not waited for
+    max_wait: float = 20.0        # seconds of waiting in all for one request
+    cooldown_base: float = 1.0    # a 429 without Retry-After cools its key 1, 2, 4... seconds
+    cooldown_max: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +62,10 @@ class ProviderConfig:
     type: str
     base_url: str
     api_keys: tuple[str, ...] = ()
+    key_groups: tuple[str, ...] = ()   # per key: its group ("" = a group of its own)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: RetryConfig | None = None   # None: the top-level `retry`
+    proxy: str | None = None           # None: environment; "": direct; else a proxy URL
     headers: tuple[tuple[str, str], ...] = ()
     options: dict[str, Any] = field(default_factory=dict)   # everything else, for the provider plugin
 
@@ -65,6 +79,7 @@ class ModelConfig:
     max_tokens: int | None = None     # default when the client sends none (OpenAI clients)
     max_output_tokens: int | None = None  # clamp: the upstream model's output cap
     filters: tuple[str, ...] = ()
+    fallbacks: tuple[str, ...] = ()   # model names tried in order when this one fails
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -82,6 +97,8 @@ class Config:
     default_max_tokens: int = 4096
     plugins_dir: str | None = None
     plugins: dict[str, Any] = field(default_factory=dict)   # per-plugin settings: config.plugin(name)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    upstream_proxy: str | None = None   # every provider's proxy unless it names its own
     source: str = "<defaults>"
 
     def plugin(self, name: str) -> dict[str, Any]:
@@ -157,6 +174,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
         data.setdefault("server", {})
         if isinstance(data["server"], dict):
             data["server"] = {**data["server"], "port": port_env}
+    if env.get("UPSTREAM_PROXY_URL") and not data.get("upstream_proxy"):
+        data["upstream_proxy"] = env["UPSTREAM_PROXY_URL"]
     return config_from_dict(data, source=source)
 
 
@@ -215,9 +234,12 @@ class _Checker:
 _SERVER_KEYS = {"host", "port", "max_body_bytes", "heartbeat_secs", "grace_secs", "pool_limit",
                 "pool_limit_per_host"}
 _TOP_KEYS = {"server", "auth", "providers", "models", "default_model", "default_max_tokens",
-             "plugins_dir", "plugins"}
-_PROVIDER_KEYS = {"type", "base_url", "api_key", "api_keys", "timeouts", "headers"}
-_MODEL_KEYS = {"provider", "model", "max_tokens", "max_output_tokens", "filters"}
+             "plugins_dir", "plugins", "retry", "upstream_proxy"}
+_PROVIDER_KEYS = {"type", "base_url", "api_key", "api_keys", "timeouts", "headers", "retry",
+                  "proxy"}
+_MODEL_KEYS = {"provider", "model", "max_tokens", "max_output_tokens", "filters", "fallbacks"}
+_RETRY_KEYS = ("attempts", "backoff_base", "backoff_max", "max_wait", "cooldown_base",
+               "cooldown_max")
 
 
 def _server(c: _Checker, raw: dict[str, Any]) -> ServerConfig:
@@ -257,7 +279,60 @@ def _timeouts(c: _Checker, raw: Any, path: str) -> Timeouts:
     )
 
 
-def _provider(c: _Checker, name: str, raw: Any) -> ProviderConfig | None:
+def _retry(c: _Checker, raw: Any, path: str, base: RetryConfig) -> RetryConfig:
+    """`retry:` at the top level, or a provider's (its unset keys come from the top level)."""
+    raw = c.mapping(raw, path)
+    for key in raw:
+        if key not in _RETRY_KEYS:
+            c.fail(f"{path}.{key}", f"unknown setting (known: {', '.join(_RETRY_KEYS)})")
+    values = {key: c.number(raw.get(key), f"{path}.{key}", getattr(base, key),
+                            integer=key == "attempts", minimum=1 if key == "attempts" else 0)
+              for key in _RETRY_KEYS}
+    return RetryConfig(**values)
+
+
+def _proxy(c: _Checker, value: Any, path: str) -> str | None:
+    """A proxy URL; `false`, "" or "none" mean a direct connection; unset means None."""
+    if value is None:
+        return None
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("", "none",
+                                                                              "direct")):
+        return ""
+    url = c.string(value, path)
+    if url is not None and not url.startswith(("http://", "https://")):
+        c.fail(path, "must be an http:// or https:// proxy URL (or false for none)")
+        return None
+    return url
+
+
+def _keys(c: _Checker, raw: dict[str, Any], path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`api_key` and `api_keys` (strings, or {key, group} mappings) -> keys and their groups."""
+    value = raw.get("api_keys")
+    items = [value] if isinstance(value, (str, dict)) else value
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        c.fail(f"{path}.api_keys", "must be a list of keys (strings or {key: ..., group: ...})")
+        items = []
+    single = c.string(raw.get("api_key"), f"{path}.api_key")
+    keys, groups = ([single], [""]) if single else ([], [])
+    for i, item in enumerate(items):
+        where = f"{path}.api_keys[{i}]"
+        if isinstance(item, dict):
+            for key in item:
+                if key not in ("key", "group"):
+                    c.fail(f"{where}.{key}", "unknown setting (known: key, group)")
+            key = c.string(item.get("key"), f"{where}.key")
+            group = c.string(item.get("group"), f"{where}.group") or ""
+        else:
+            key, group = c.string(item, where), ""
+        if key:   # an empty entry (an unset ${VAR}) is skipped
+            keys.append(key)
+            groups.append(group)
+    return tuple(keys), tuple(groups)
+
+
+def _provider(c: _Checker, name: str, raw: Any, retry: RetryConfig) -> ProviderConfig | None:
     path = f"providers.{name}"
     raw = c.mapping(raw, path)
     ptype = c.string(raw.get("type"), f"{path}.type", required=True)
@@ -265,16 +340,15 @@ def _provider(c: _Checker, name: str, raw: Any) -> ProviderConfig | None:
     base_url = c.string(raw.get("base_url") or raw.get("url"), f"{path}.base_url", required=True)
     if base_url and not base_url.startswith(("http://", "https://")):
         c.fail(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
-    keys = c.strings(raw.get("api_keys"), f"{path}.api_keys")
-    single = c.string(raw.get("api_key"), f"{path}.api_key")
-    if single:
-        keys = (single, *keys)
+    keys, groups = _keys(c, raw, path)
     headers = c.mapping(raw.get("headers"), f"{path}.headers")
     if ptype is None or base_url is None:
         return None
     return ProviderConfig(
-        name=name, type=ptype, base_url=base_url.rstrip("/"), api_keys=keys,
+        name=name, type=ptype, base_url=base_url.rstrip("/"), api_keys=keys, key_groups=groups,
         timeouts=_timeouts(c, raw.get("timeouts"), f"{path}.timeouts"),
+        retry=_retry(c, raw["retry"], f"{path}.retry", retry) if "retry" in raw else None,
+        proxy=_proxy(c, raw.get("proxy"), f"{path}.proxy"),
         headers=tuple((str(k), str(v)) for k, v in headers.items()),
         options={k: v for k, v in raw.items() if k not in _PROVIDER_KEYS},
     )
@@ -291,6 +365,7 @@ def _model(c: _Checker, pattern: str, raw: Any, providers: dict[str, ProviderCon
         c.fail(f"{path}.provider", f"unknown provider {provider!r} "
                f"(declared: {', '.join(sorted(declared)) or 'none'})")
     filters = c.strings(raw.get("filters"), f"{path}.filters")
+    fallbacks = c.strings(raw.get("fallbacks"), f"{path}.fallbacks")
     if provider is None:
         return None
     return ModelConfig(
@@ -300,7 +375,7 @@ def _model(c: _Checker, pattern: str, raw: Any, providers: dict[str, ProviderCon
                             minimum=1, allow_none=True),
         max_output_tokens=c.number(raw.get("max_output_tokens"), f"{path}.max_output_tokens",
                                    None, integer=True, minimum=1, allow_none=True),
-        filters=filters,
+        filters=filters, fallbacks=fallbacks,
         options={k: v for k, v in raw.items() if k not in _MODEL_KEYS},
     )
 
@@ -313,10 +388,12 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
     server = _server(c, c.mapping(data.get("server"), "server"))
     auth = c.mapping(data.get("auth"), "auth")
     auth_keys = c.strings(auth.get("keys"), "auth.keys")
+    retry = _retry(c, data.get("retry"), "retry", RetryConfig())
+    upstream_proxy = _proxy(c, data.get("upstream_proxy"), "upstream_proxy")
     raw_providers = c.mapping(data.get("providers"), "providers")
     providers: dict[str, ProviderConfig] = {}
     for name, raw in raw_providers.items():
-        provider = _provider(c, str(name), raw)
+        provider = _provider(c, str(name), raw, retry)
         if provider is not None:
             providers[str(name)] = provider
     declared = {str(n) for n in raw_providers}
@@ -334,6 +411,12 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
     if default_model and models and not any(m.pattern == default_model for m in models) \
             and not any(fnmatch.fnmatchcase(default_model, m.pattern) for m in models):
         c.fail("default_model", f"{default_model!r} matches no entry of models")
+    for model in models:
+        for name in model.fallbacks:
+            if name == model.pattern or not any(m.pattern == name for m in models) and not any(
+                    fnmatch.fnmatchcase(name, m.pattern) for m in models):
+                c.fail(f"models.{model.pattern}.fallbacks", f"{name!r} is not another entry of "
+                       "models")
     plugins_dir = c.string(data.get("plugins_dir"), "plugins_dir")
     if plugins_dir and not Path(plugins_dir).is_dir():
         c.fail("plugins_dir", f"{plugins_dir!r} is not a directory")
@@ -344,5 +427,6 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
         default_model=default_model,
         default_max_tokens=c.number(data.get("default_max_tokens"), "default_max_tokens", 4096,
                                     integer=True, minimum=1),
-        plugins_dir=plugins_dir, plugins=c.mapping(data.get("plugins"), "plugins"), source=source,
+        plugins_dir=plugins_dir, plugins=c.mapping(data.get("plugins"), "plugins"),
+        retry=retry, upstream_proxy=upstream_proxy, source=source,
     )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .canonical import ChatRequest, StreamEvent
 from .config import Config, ModelConfig, ProviderConfig
 from .errors import UpstreamError
+from .keypool import KeyPool
 from .sse import SSEDecoder, SSEMessage
 
 __all__ = ["Provider", "UpstreamRequest", "StreamParser", "StreamDecoder", "Route"]
@@ -59,6 +59,8 @@ class Provider:
 
     `build_request` and `parse_response` are pure; `stream_parser` returns a fresh incremental
     parser per request; `map_error` turns a non-2xx upstream answer into an UpstreamError.
+    The gateway picks the upstream key from `pool` (rotation, cooldowns) and adds
+    `auth_headers(key)` to the built request: `build_request` sends no key itself.
     """
 
     protocol: str = ""
@@ -69,10 +71,11 @@ class Provider:
         self.settings = settings
         self.name = config.name
         self.max_output_tokens: int | None = config.options.get("max_output_tokens")
-        self._keys = itertools.cycle(config.api_keys or ("",))
+        self.pool = KeyPool(config.name, config.api_keys, config.key_groups)
 
-    def next_key(self) -> str:
-        return next(self._keys)
+    def auth_headers(self, key: str) -> dict[str, str]:
+        """The headers that carry an upstream key (OpenAI-style by default)."""
+        return {"Authorization": f"Bearer {key}"}
 
     def build_request(self, req: ChatRequest, route: Route) -> UpstreamRequest:
         raise NotImplementedError
@@ -95,4 +98,4 @@ class Provider:
     def describe(self) -> dict[str, Any]:
         """For /health: the configuration without secrets."""
         return {"type": self.config.type, "base_url": self.config.base_url,
-                "keys": len(self.config.api_keys)}
+                "keys": self.pool.describe()}

@@ -68,10 +68,10 @@ class AnthropicProvider(Provider):
             headers = {"anthropic-version": DEFAULT_VERSION}
         headers["Content-Type"] = "application/json"
         headers.update(self.extra_headers)
-        key = self.next_key()
-        if key:
-            headers["x-api-key"] = key
         return UpstreamRequest(self.url, orjson.dumps(body), headers, req.stream)
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-api-key": key}
 
     def stream_parser(self) -> StreamParser:
         return codec.AnthropicStreamParser(self.name)

@@ -350,11 +350,14 @@ class HTTPProvider(Provider):
         values = self._values(req, route)
         headers = {k: _HEADER_VAR.sub(lambda m: str(values[m.group(1)]), v)
                    for k, v in self.headers.items()}
-        key = self.next_key()
-        if key and not any(k.lower() == "authorization" for k in headers):
-            headers["Authorization"] = f"Bearer {key}"
         body = orjson.dumps(render_template(self.body, values))
         return UpstreamRequest(self.url, body, headers, values["stream"], self.method)
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        """Bearer, unless the configured headers carry their own Authorization."""
+        if any(k.lower() == "authorization" for k in self.headers):
+            return {}
+        return super().auth_headers(key)
 
     def stream_decoder(self) -> StreamDecoder:
         if self.response_format == "ndjson":
@@ -382,7 +385,7 @@ class HTTPProvider(Provider):
 
     def describe(self) -> dict[str, Any]:
         return {"type": self.config.type, "url": self.url, "method": self.method,
-                "response_format": self.response_format, "keys": len(self.config.api_keys)}
+                "response_format": self.response_format, "keys": self.pool.describe()}
 
 
 @hookimpl(trylast=True)

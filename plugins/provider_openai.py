@@ -67,10 +67,7 @@ class OpenAIProvider(Provider):
                 max_tokens_field=field,
                 reasoning_effort=_effort(req.thinking, self._option(route, "reasoning_effort")),
                 send_top_k=bool(self._option(route, "send_top_k", False)))
-        key = self.next_key()
         headers = {"Content-Type": "application/json", **self.extra_headers}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
         return UpstreamRequest(self.url, orjson.dumps(body), headers, req.stream)
 
     def stream_parser(self) -> StreamParser:

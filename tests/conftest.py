@@ -32,6 +32,7 @@ def gateway_config(openai_url: str, anthropic_url: str, **overrides: Any) -> dic
     claude-native -> Anthropic upstream; gpt-via-claude -> Anthropic upstream (translated)."""
     cfg: dict[str, Any] = {
         "server": {"heartbeat_secs": 0.5},
+        "retry": {"attempts": 1},   # one upstream call per request; tests/test_resilience*.py retry
         "providers": {
             "oa": {"type": "openai", "base_url": openai_url, "api_key": "sk-upstream-openai"},
             "an": {"type": "anthropic", "base_url": anthropic_url, "api_key": "sk-upstream-anthropic"},

@@ -3,6 +3,7 @@ the shipped Ollama example (NDJSON), a JSON-only format and an SSE format of the
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import openai
 import pytest
 
 from p5proxy.app import create_app
-from p5proxy.config import config_from_dict, load_config
+from p5proxy.config import RetryConfig, config_from_dict, load_config
 from p5proxy.errors import ConfigError
 from p5proxy.plugins import make_plugin_manager
 from plugins.provider_http import JSONPath, render_template
@@ -65,6 +66,7 @@ async def ollama(aiohttp_server: Any) -> Any:
     fake = FakeOllama()
     server = await aiohttp_server(fake.app(), host="127.0.0.1")
     config = load_config(EXAMPLE, env={"OLLAMA_HOST": f"http://127.0.0.1:{server.port}"})
+    config = dataclasses.replace(config, retry=RetryConfig(attempts=1))   # errors as they come
     app = create_app(config, pm=make_plugin_manager(config, entry_point_plugins=False))
     gw = await aiohttp_server(app, host="127.0.0.1")
     clients = Clients(f"http://127.0.0.1:{gw.port}")
@@ -205,7 +207,8 @@ async def test_ollama_tools_are_emulated(ollama: Any, stream: bool) -> None:
 
 def custom_config(url: str, provider: dict[str, Any]) -> dict[str, Any]:
     return {"providers": {"custom": {"type": "http", "url": url, **provider}},
-            "models": {"*": {"provider": "custom", "model": "house-model"}}}
+            "models": {"*": {"provider": "custom", "model": "house-model"}},
+            "retry": {"attempts": 1}}
 
 
 JSON_PROVIDER = {
@@ -252,8 +255,10 @@ async def test_custom_json_format(custom_json: Any, stream: bool) -> None:
 async def test_custom_json_errors(custom_json: Any) -> None:
     fake, c = custom_json
     fake.replies.append(Reply(status=401, error={"detail": {"message": "bad token"}}))
-    with pytest.raises(openai.AuthenticationError, match="bad token"):
+    # the upstream refused the gateway's credentials, not the client's: never a 401 to it
+    with pytest.raises(openai.InternalServerError, match="did not accept the gateway's") as exc:
         await c.openai_text(False)
+    assert exc.value.status_code == 502
     fake.replies.append(Reply(status=502, error={"detail": {"message": "backend down"}}))
     with pytest.raises(anthropic.InternalServerError, match="backend down"):
         await c.anthropic_message(True)

@@ -45,10 +45,11 @@ class AzureOpenAIProvider(OpenAIProvider):
         deployment = quote(route.upstream_model, safe="")
         ureq.url = (f"{self.config.base_url}/openai/deployments/{deployment}/chat/completions"
                     f"?api-version={quote(self.api_version, safe='')}")
-        auth = ureq.headers.pop("Authorization", "")
-        if auth.startswith("Bearer "):
-            ureq.headers["api-key"] = auth[len("Bearer "):]
         return ureq
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        # the gateway picks the key (rotation, cooldowns) and adds these headers
+        return {"api-key": key}
 
 
 @hookimpl

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
@@ -20,14 +23,19 @@ from aiohttp import web
 from ..aggregate import Aggregator
 from ..appkeys import REQUEST_ID, STATE
 from ..canonical import ChatRequest, ErrorEvent
-from ..errors import InvalidRequest, P5ProxyError, PayloadTooLarge, UpstreamError
+from ..config import RetryConfig
+from ..errors import (InvalidRequest, P5ProxyError, PayloadTooLarge, UpstreamError,
+                      UpstreamStatusError)
 from ..filters import apply_filters
-from ..provider import Route
+from ..keypool import PoolKey
+from ..provider import Provider, Route
+from ..retry import (AUTH_STATUSES, Budget, CredentialsRejected, NoUsableKey, backoff,
+                     parse_retry_after, retryable)
 from ..surfaces import Surface
 from ..tokens import estimate_from_body_size, estimate_input_tokens
 from ..upstream import Waited
 
-__all__ = ["read_json", "handle_chat", "SSE_HEADERS", "OVERHEAD_HEADER"]
+__all__ = ["read_json", "handle_chat", "SSE_HEADERS", "OVERHEAD_HEADER", "FALLBACK_HEADER"]
 
 log = logging.getLogger("p5proxy.chat")
 
@@ -54,6 +62,7 @@ async def read_json(request: web.Request) -> Any:
 
 
 OVERHEAD_HEADER = "X-Gateway-Overhead-Ms"
+FALLBACK_HEADER = "X-Proxy-Fallback"   # the fallback model that answered
 
 
 def _overhead_ms(started: float, waited: Waited) -> str:
@@ -66,7 +75,8 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     state = request.app[STATE]
     req = surface.decode(await read_json(request), request.headers)
     waited = Waited()
-    batches, first, route = await _start(state, req, state.router.resolve(req.model), waited)
+    batches, first, route, fallback = await _start(state, req, state.router.resolve(req.model),
+                                                   waited)
     passthrough = route.provider.protocol == req.ingress and not req.rewritten
     estimate = 0
     if not passthrough:   # message_start needs input tokens before the upstream reports them
@@ -87,13 +97,18 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
             else:
                 answer = surface.render_response(final, model=req.model,
                                                  input_estimate=estimate, passthrough=passthrough)
-            return web.Response(body=orjson.dumps(answer), content_type="application/json",
-                                headers={OVERHEAD_HEADER: _overhead_ms(started, waited)})
+            whole = web.Response(body=orjson.dumps(answer), content_type="application/json",
+                                 headers={OVERHEAD_HEADER: _overhead_ms(started, waited)})
+            if fallback:
+                whole.headers[FALLBACK_HEADER] = fallback
+            return whole
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
         resp = web.StreamResponse(headers=SSE_HEADERS)
         resp.headers[surface.request_id_header] = request[REQUEST_ID]
         resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited)   # up to the first byte
+        if fallback:
+            resp.headers[FALLBACK_HEADER] = fallback
         await resp.prepare(request)
         task = asyncio.current_task()
         assert task is not None
@@ -106,34 +121,152 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
         return resp
 
 
-async def _start(state: Any, req: ChatRequest, route: Route,
-                 waited: Waited) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
-    """Send the request upstream and wait for its first batch of events. Upstream failures up to
-    here raise (the client gets a real HTTP error); a route with `tools: auto` whose upstream
-    rejects native tools is retried once with tool emulation."""
-    while True:
-        runs = [f.open(req, route) for f in route.filters]
-        ureq = route.provider.build_request(req, route)
-        batches = state.upstream.events(route.provider, ureq, route.provider.config.timeouts,
-                                        waited)
-        if runs:
-            batches = apply_filters(batches, runs)
+async def _start(state: Any, req: ChatRequest, route: Route, waited: Waited
+                 ) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route, str | None]:
+    """Send the request upstream and wait for its first batch of events. Nothing has reached
+    the client yet, so failures may still be retried (p5proxy/retry.py): another key, after a
+    backoff, then the model's `fallbacks` in order (each resolved and translated for its own
+    provider). What is left raises: the client gets a real HTTP error. Returns the stream, its
+    first batch, the route that answered and the fallback model name (None: the primary)."""
+    budget = Budget(state.config.retry.max_wait)
+    pristine = copy.copy(req) if route.model.fallbacks or route.filters else None
+    names: list[str | None] = [None, *route.model.fallbacks]
+    failure: UpstreamError | None = None
+    for n, name in enumerate(names):
+        if name is not None:
+            assert failure is not None and pristine is not None
+            log.warning("model %s failed (%s); trying fallback %s", req.model, failure.message,
+                        name)
+            _restore(req, pristine)
+            route = state.router.resolve(name)
         try:
-            first: list[Any] = await anext(batches, [])
-            if first and isinstance(first[0], ErrorEvent):
-                raise first[0].error
-            return batches, first, route
+            batches, first, route = await _attempts(state, req, route, waited, budget,
+                                                    model=name or req.model, pristine=pristine)
         except UpstreamError as err:
-            await batches.aclose()
-            fallback = state.router.tools_fallback(req.model, route, err) if req.tools else None
-            if fallback is None or fallback is route:
+            if n == len(names) - 1 or not retryable(err):
                 raise
-            log.warning("%s rejected native tools (%s); using tool emulation for %s",
-                        route.provider.name, err.message, req.model)
-            route = fallback
-        except BaseException:
-            await batches.aclose()
-            raise
+            failure = err
+            continue
+        return batches, first, route, name
+    raise AssertionError("unreachable")   # the last name returns or raises
+
+
+def _restore(req: ChatRequest, pristine: ChatRequest | None) -> None:
+    """Undo what filters (tool emulation) did to the request, before sending it again."""
+    if pristine is not None:
+        for f in dataclasses.fields(req):
+            setattr(req, f.name, getattr(pristine, f.name))
+
+
+async def _attempts(state: Any, req: ChatRequest, route: Route, waited: Waited, budget: Budget,
+                    *, model: str, pristine: ChatRequest | None
+                    ) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
+    """One model's attempts: rotate keys, retry retryable failures with backoff within the
+    provider's `retry` policy and the request's budget. A route with `tools: auto` whose
+    upstream rejects native tools is retried once with tool emulation (not counted)."""
+    provider = route.provider
+    policy: RetryConfig = provider.config.retry or state.config.retry
+    pool = provider.pool
+    tried: set[str] = set()
+    attempt = 0
+    while True:
+        key = await pool.acquire(tried) if len(pool) else None
+        if len(pool) and key is None:
+            raise _no_usable_key(provider)
+        attempt += 1
+        try:
+            return await _attempt(state, req, route, waited, key)
+        except UpstreamError as err:
+            fallback = state.router.tools_fallback(model, route, err) if req.tools else None
+            if fallback is not None and fallback is not route:
+                log.warning("%s rejected native tools (%s); using tool emulation for %s",
+                            provider.name, err.message, model)
+                route, attempt = fallback, attempt - 1
+                _restore(req, pristine)
+                continue
+            delay = await _after_failure(err, provider, key, tried, policy, attempt)
+            if delay is None or not budget.allows(delay):
+                raise _final(err, provider) from None
+            log.info("upstream %s failed (%s); retry %d in %.2fs", provider.name, err.message,
+                     attempt, delay)
+            await budget.wait(delay)
+            _restore(req, pristine)
+
+
+async def _attempt(state: Any, req: ChatRequest, route: Route, waited: Waited,
+                   key: PoolKey | None) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
+    runs = [f.open(req, route) for f in route.filters]
+    ureq = route.provider.build_request(req, route)
+    if key is not None:
+        ureq.headers.update(route.provider.auth_headers(key.key))
+    batches = state.upstream.events(route.provider, ureq, route.provider.config.timeouts, waited)
+    if runs:
+        batches = apply_filters(batches, runs)
+    try:
+        first: list[Any] = await anext(batches, [])
+        if first and isinstance(first[0], ErrorEvent):
+            raise first[0].error
+    except BaseException:
+        await batches.aclose()
+        raise
+    if key is not None:
+        route.provider.pool.succeeded(key)
+    return batches, first, route
+
+
+async def _after_failure(err: UpstreamError, provider: Provider, key: PoolKey | None,
+                         tried: set[str], policy: RetryConfig, attempt: int) -> float | None:
+    """Record what the failure says about the key; the delay before the next attempt, or None
+    when this model should not be tried again."""
+    pool = provider.pool
+    if err.status in AUTH_STATUSES and isinstance(err, UpstreamStatusError):
+        if key is None:
+            return None
+        await pool.disable(key, err.status)
+        tried.add(key.id)
+        return 0.0 if attempt < policy.attempts and pool.has_other(key, tried) else None
+    if not retryable(err) or attempt >= policy.attempts:
+        return None
+    retry_after = parse_retry_after(err.retry_after)
+    if err.status == 429 and key is not None:
+        await pool.cool(key, retry_after, base=policy.cooldown_base, cap=policy.cooldown_max)
+        tried.add(key.id)
+        if pool.has_other(key, tried):
+            return 0.0   # another key right away
+    delay = backoff(policy, attempt)
+    if retry_after is not None:
+        if retry_after > policy.backoff_max:
+            return None   # not worth holding the client: it gets the Retry-After
+        delay = max(delay, retry_after)
+    return delay
+
+
+def _final(err: UpstreamError, provider: Provider) -> UpstreamError:
+    """What the client is told when a model gives up: never the upstream's 401/403 (that is
+    about the gateway's key, not the client's), and the pool's shortest cooldown as
+    Retry-After when every key is cooling."""
+    if err.status in AUTH_STATUSES and isinstance(err, UpstreamStatusError):
+        return CredentialsRejected(
+            f"upstream {provider.name} is not available: it did not accept the gateway's "
+            "credentials (see the gateway's log)", status=502, kind="api_error",
+            provider=provider.name)
+    if err.status == 429 and len(provider.pool):
+        wait = provider.pool.retry_after()
+        if wait is not None:
+            err.retry_after = str(max(1, math.ceil(wait)))
+    return err
+
+
+def _no_usable_key(provider: Provider) -> UpstreamError:
+    pool = provider.pool
+    wait = pool.retry_after()
+    if wait is None:   # all disabled
+        return NoUsableKey(f"upstream {provider.name} is not available: none of its keys is "
+                           "usable (see the gateway's log)", status=503,
+                           kind="overloaded_error", provider=provider.name)
+    return NoUsableKey(f"upstream {provider.name} is rate-limited; retry in {wait:.0f}s",
+                       status=429, kind="rate_limit_error", provider=provider.name,
+                       retry_after=str(max(1, math.ceil(wait))))
 
 
 async def _write_stream(resp: web.StreamResponse, renderer: Any, first: list[Any],
