@@ -73,6 +73,7 @@ async def _end_streams(app: web.Application) -> None:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.upstream.start()
+    state.router.attach_shared(getattr(state, "redis", None))   # key cooldowns across instances
     for result in state.pm.hook.p5proxy_startup(app=app, config=state.config):
         if inspect.isawaitable(result):
             await result

@@ -9,6 +9,7 @@ from .canonical import ChatRequest, StreamEvent
 from .config import Config, ModelConfig, ProviderConfig
 from .errors import UpstreamError
 from .keypool import KeyPool
+from .proxies import choose_proxy
 from .sse import SSEDecoder, SSEMessage
 
 __all__ = ["Provider", "UpstreamRequest", "StreamParser", "StreamDecoder", "Route"]
@@ -72,6 +73,8 @@ class Provider:
         self.name = config.name
         self.max_output_tokens: int | None = config.options.get("max_output_tokens")
         self.pool = KeyPool(config.name, config.api_keys, config.key_groups)
+        self.proxy = choose_proxy(config.base_url, provider_proxy=config.proxy,
+                                  upstream_proxy=settings.upstream_proxy)
 
     def auth_headers(self, key: str) -> dict[str, str]:
         """The headers that carry an upstream key (OpenAI-style by default)."""
@@ -98,4 +101,8 @@ class Provider:
     def describe(self) -> dict[str, Any]:
         """For /health: the configuration without secrets."""
         return {"type": self.config.type, "base_url": self.config.base_url,
-                "keys": self.pool.describe()}
+                **self.describe_access()}
+
+    def describe_access(self) -> dict[str, Any]:
+        """Keys (masked, cooling, disabled) and the outbound proxy (no credentials)."""
+        return {"keys": self.pool.describe(), "proxy": self.proxy.describe()}

@@ -110,3 +110,8 @@ class Router:
 
     def describe(self) -> dict[str, Any]:
         return {name: p.describe() for name, p in self.providers.items()}
+
+    def attach_shared(self, shared: Any) -> None:
+        """Share key cooldowns and disabled keys through Redis (a SharedRedis), or stop (None)."""
+        for provider in self.providers.values():
+            provider.pool.attach_shared(shared)

@@ -49,7 +49,8 @@ class UpstreamClient:
         connector = aiohttp.TCPConnector(limit=self.server.pool_limit,
                                          limit_per_host=self.server.pool_limit_per_host,
                                          ttl_dns_cache=300, enable_cleanup_closed=True)
-        # No session-wide timeout: every phase gets its own deadline below.
+        # No session-wide timeout: every phase gets its own deadline below. No trust_env: the
+        # proxy is chosen per provider (p5proxy/proxies.py), NO_PROXY and loopback included.
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                              timeout=aiohttp.ClientTimeout(total=None),
                                              json_serialize=lambda o: orjson.dumps(o).decode())
@@ -69,7 +70,8 @@ class UpstreamClient:
         try:
             async with asyncio.timeout(timeouts.first_byte):   # includes connecting
                 resp = await self.session.request(ureq.method, ureq.url, data=ureq.body,
-                                                  headers=ureq.headers, timeout=client_timeout)
+                                                  headers=ureq.headers, timeout=client_timeout,
+                                                  proxy=provider.proxy.url)
         except TimeoutError:
             raise UpstreamTimeout(f"upstream {provider.name} did not answer within "
                                   f"{timeouts.first_byte:g}s",

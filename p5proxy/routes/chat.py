@@ -225,14 +225,14 @@ async def _after_failure(err: UpstreamError, provider: Provider, key: PoolKey | 
         await pool.disable(key, err.status)
         tried.add(key.id)
         return 0.0 if attempt < policy.attempts and pool.has_other(key, tried) else None
-    if not retryable(err) or attempt >= policy.attempts:
-        return None
     retry_after = parse_retry_after(err.retry_after)
     if err.status == 429 and key is not None:
         await pool.cool(key, retry_after, base=policy.cooldown_base, cap=policy.cooldown_max)
         tried.add(key.id)
-        if pool.has_other(key, tried):
-            return 0.0   # another key right away
+    if not retryable(err) or attempt >= policy.attempts:
+        return None
+    if err.status == 429 and key is not None and pool.has_other(key, tried):
+        return 0.0   # another key right away
     delay = backoff(policy, attempt)
     if retry_after is not None:
         if retry_after > policy.backoff_max:
@@ -262,8 +262,8 @@ def _no_usable_key(provider: Provider) -> UpstreamError:
     wait = pool.retry_after()
     if wait is None:   # all disabled
         return NoUsableKey(f"upstream {provider.name} is not available: none of its keys is "
-                           "usable (see the gateway's log)", status=503,
-                           kind="overloaded_error", provider=provider.name)
+                           "usable (see the gateway's log)", status=503, kind="api_error",
+                           provider=provider.name)
     return NoUsableKey(f"upstream {provider.name} is rate-limited; retry in {wait:.0f}s",
                        status=429, kind="rate_limit_error", provider=provider.name,
                        retry_after=str(max(1, math.ceil(wait))))
