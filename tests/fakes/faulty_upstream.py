@@ -227,6 +227,8 @@ class FaultyUpstream:
         for event in events[:fault.events]:
             writer.write(_chunk(event))
         await writer.drain()
+        if fault.events:   # the events reach the client before the fault does
+            await asyncio.sleep(0.2)
         if fault.kind == "reset":
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
