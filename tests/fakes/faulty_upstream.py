@@ -154,6 +154,8 @@ class FaultyUpstream:
                 self.requests.append(seen)
                 if not await self._answer(seen, reader, writer):
                     return
+                if seen.headers.get("connection", "").lower() == "close":
+                    return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:

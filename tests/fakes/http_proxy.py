@@ -1,0 +1,109 @@
+"""A tiny forward HTTP proxy on a loopback port that counts what passes through it.
+
+Absolute-form requests (`POST http://host:port/path HTTP/1.1`, what a client sends for http://
+URLs through a proxy) are forwarded to 127.0.0.1 on the URL's port, whatever the host name (so
+that tests can use names that resolve nowhere), with `Connection: close`; `CONNECT host:port`
+opens a tunnel the same way. Every request is recorded with its headers (Proxy-Authorization
+included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+__all__ = ["CountingProxy", "ProxiedRequest"]
+
+
+@dataclass
+class ProxiedRequest:
+    method: str
+    target: str                 # the absolute URL, or host:port for CONNECT
+    headers: dict[str, str]     # lower-case names
+
+
+class CountingProxy:
+    def __init__(self) -> None:
+        self.requests: list[ProxiedRequest] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            await self._one(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        method, target, version = head[0].split(" ", 2)
+        headers = {}
+        for line in head[1:]:
+            if ":" in line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        self.requests.append(ProxiedRequest(method, target, headers))
+        if method == "CONNECT":
+            port = int(target.rsplit(":", 1)[1])
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            url = urlsplit(target)
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", url.port or 80)
+            path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            kept = [line for line in head[1:] if line and not line.lower().startswith(
+                ("proxy-", "connection:"))]
+            up_writer.write(f"{method} {path} {version}\r\n".encode() +
+                            "\r\n".join([*kept, "Connection: close", "", ""]).encode() +
+                            await reader.readexactly(int(headers.get("content-length", "0"))))
+            # one request per connection: the client must not reuse it for another
+            reply = await up_reader.readuntil(b"\r\n\r\n")
+            writer.write(reply[:-2] + b"Connection: close\r\n\r\n")
+        self._writers.add(up_writer)
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            self._writers.discard(up_writer)
+            up_writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        if writer.can_write_eof():
+            try:
+                writer.write_eof()
+            except OSError:
+                pass
