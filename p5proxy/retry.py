@@ -16,6 +16,7 @@ import time
 from .config import RetryConfig
 from .errors import (UpstreamConnectError, UpstreamError, UpstreamProtocolError,
                      UpstreamStatusError, UpstreamTimeout)
+from .upstream import Waited
 
 __all__ = ["RETRY_STATUSES", "AUTH_STATUSES", "retryable", "parse_retry_after", "backoff", "Budget",
            "NoUsableKey", "CredentialsRejected"]
@@ -70,17 +71,18 @@ def backoff(policy: RetryConfig, retry: int) -> float:
 class Budget:
     """The waiting one request may still do, over all its retries and fallbacks."""
 
-    __slots__ = ("left", "retries")
+    __slots__ = ("left", "waited")
 
-    def __init__(self, max_wait: float) -> None:
+    def __init__(self, max_wait: float, waited: Waited) -> None:
         self.left = max_wait
-        self.retries = 0
+        self.waited = waited   # counts the retries; the sleeping is upstream time, not overhead
 
     def allows(self, delay: float) -> bool:
         return delay <= self.left
 
     async def wait(self, delay: float) -> None:
-        self.retries += 1
+        self.waited.retries += 1
         if delay > 0:
             self.left -= delay
+            self.waited.seconds += delay
             await asyncio.sleep(delay)

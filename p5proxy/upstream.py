@@ -32,12 +32,16 @@ _STREAM_TYPES = frozenset(("text/event-stream", "application/x-ndjson"))
 
 
 class Waited:
-    """Seconds spent waiting on the upstream's network (response headers, body reads): the
-    rest of a request's time is the gateway's own overhead."""
-    __slots__ = ("seconds",)
+    """Seconds spent waiting on the upstream's network (response headers, body reads, retry
+    backoffs): the rest of a request's time is the gateway's own overhead. Also what the
+    attempts came to: `retries` (upstream calls after the first) and `fallback` (the fallback
+    model that answered; None when the requested one did)."""
+    __slots__ = ("seconds", "retries", "fallback")
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.retries = 0
+        self.fallback: str | None = None
 
 
 class UpstreamClient:

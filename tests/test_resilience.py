@@ -33,6 +33,7 @@ async def faulty() -> AsyncIterator[FaultyUpstream]:
 def config(url: str, *, keys: Any = ("sk-key-alpha-0001",), retry: dict[str, Any] | None = None,
            **provider: Any) -> dict[str, Any]:
     return {"retry": retry or FAST,
+            "cache": {"enabled": False},   # every request reaches the upstream
             "providers": {"fx": {"type": "openai", "base_url": url, "api_keys": list(keys),
                                  **provider}},
             "models": {"gpt-4o": {"provider": "fx", "model": "up-model"}}}

@@ -4,6 +4,7 @@ through a real forward proxy on a loopback port that counts the requests it carr
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import aiohttp
 import pytest
 
 from p5proxy.app import create_app
-from p5proxy.config import load_config
+from p5proxy.config import CacheConfig, load_config
 from p5proxy.plugins import make_plugin_manager
 from tests.conftest import start_gateway
 from tests.fakes.faulty_upstream import FaultyUpstream, start_faulty
@@ -59,7 +60,7 @@ async def health(url: str) -> tuple[Any, str]:
 
 async def env_gateway(aiohttp_server: Any, env: dict[str, str]) -> str:
     """A gateway configured from the environment alone, as `p5proxy serve` without a file."""
-    cfg = load_config(env=env)
+    cfg = dataclasses.replace(load_config(env=env), cache=CacheConfig(enabled=False))
     app = create_app(cfg, pm=make_plugin_manager(cfg, entry_point_plugins=False))
     server = await aiohttp_server(app, host="127.0.0.1")
     return f"http://127.0.0.1:{server.port}"

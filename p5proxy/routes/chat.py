@@ -34,6 +34,7 @@ from ..retry import (AUTH_STATUSES, Budget, CredentialsRejected, NoUsableKey, ba
 from ..surfaces import Surface
 from ..tokens import estimate_from_body_size, estimate_input_tokens
 from ..upstream import Waited
+from .shared_answer import CACHE_HEADER, CACHE_SOURCE_HEADER, open_answer
 
 __all__ = ["read_json", "handle_chat", "SSE_HEADERS", "OVERHEAD_HEADER", "FALLBACK_HEADER"]
 
@@ -75,8 +76,10 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     state = request.app[STATE]
     req = surface.decode(await read_json(request), request.headers)
     waited = Waited()
-    batches, first, route, fallback = await _start(state, req, state.router.resolve(req.model),
-                                                   waited)
+    answer = await open_answer(state, request, req, state.router.resolve(req.model), waited,
+                               _start)
+    batches, first, route = answer.rest, answer.first, answer.route
+    cache_headers = {CACHE_HEADER: answer.status, CACHE_SOURCE_HEADER: answer.source}
     passthrough = route.provider.protocol == req.ingress and not req.rewritten
     estimate = 0
     if not passthrough:   # message_start needs input tokens before the upstream reports them
@@ -93,22 +96,23 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
             final = agg.result()
             if passthrough and final.body is not None and not route.filters:
                 # same protocol, untouched: the upstream's answer as it is, every field kept
-                answer = {**final.body, "model": req.model}
+                body = {**final.body, "model": req.model}
             else:
-                answer = surface.render_response(final, model=req.model,
+                body = surface.render_response(final, model=req.model,
                                                  input_estimate=estimate, passthrough=passthrough)
-            whole = web.Response(body=orjson.dumps(answer), content_type="application/json",
-                                 headers={OVERHEAD_HEADER: _overhead_ms(started, waited)})
-            if fallback:
-                whole.headers[FALLBACK_HEADER] = fallback
+            whole = web.Response(body=orjson.dumps(body), content_type="application/json",
+                                 headers={OVERHEAD_HEADER: _overhead_ms(started, waited),
+                                          **cache_headers})
+            if waited.fallback:
+                whole.headers[FALLBACK_HEADER] = waited.fallback
             return whole
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
-        resp = web.StreamResponse(headers=SSE_HEADERS)
+        resp = web.StreamResponse(headers={**SSE_HEADERS, **cache_headers})
         resp.headers[surface.request_id_header] = request[REQUEST_ID]
         resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited)   # up to the first byte
-        if fallback:
-            resp.headers[FALLBACK_HEADER] = fallback
+        if waited.fallback:
+            resp.headers[FALLBACK_HEADER] = waited.fallback
         await resp.prepare(request)
         task = asyncio.current_task()
         assert task is not None
@@ -122,13 +126,14 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
 
 
 async def _start(state: Any, req: ChatRequest, route: Route, waited: Waited
-                 ) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route, str | None]:
+                 ) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
     """Send the request upstream and wait for its first batch of events. Nothing has reached
     the client yet, so failures may still be retried (p5proxy/retry.py): another key, after a
     backoff, then the model's `fallbacks` in order (each resolved and translated for its own
     provider). What is left raises: the client gets a real HTTP error. Returns the stream, its
-    first batch, the route that answered and the fallback model name (None: the primary)."""
-    budget = Budget(state.config.retry.max_wait)
+    first batch and the route that answered; `waited` counts the retries and names the
+    fallback that answered."""
+    budget = Budget(state.config.retry.max_wait, waited)
     pristine = copy.copy(req) if route.model.fallbacks or route.filters else None
     names: list[str | None] = [None, *route.model.fallbacks]
     failure: UpstreamError | None = None
@@ -147,7 +152,8 @@ async def _start(state: Any, req: ChatRequest, route: Route, waited: Waited
                 raise
             failure = err
             continue
-        return batches, first, route, name
+        waited.fallback = name
+        return batches, first, route
     raise AssertionError("unreachable")   # the last name returns or raises
 
 
