@@ -252,6 +252,8 @@ def _final(err: UpstreamError, provider: Provider) -> UpstreamError:
     about the gateway's key, not the client's), and the pool's shortest cooldown as
     Retry-After when every key is cooling."""
     if err.status in AUTH_STATUSES and isinstance(err, UpstreamStatusError):
+        if len(provider.pool) and provider.pool.retry_after() is not None:
+            return _no_usable_key(provider)   # the other keys are cooling: a 429 for now
         return CredentialsRejected(
             f"upstream {provider.name} is not available: it did not accept the gateway's "
             "credentials (see the gateway's log)", status=502, kind="api_error",
