@@ -72,13 +72,18 @@ class UpstreamClient:
         client_timeout = aiohttp.ClientTimeout(total=None, connect=None,
                                                sock_connect=timeouts.connect)
         try:
-            async with asyncio.timeout(timeouts.first_byte):   # includes connecting
+            async with asyncio.timeout(timeouts.first_byte) as deadline:   # includes connecting
                 resp = await self.session.request(ureq.method, ureq.url, data=ureq.body,
                                                   headers=ureq.headers, timeout=client_timeout,
                                                   proxy=provider.proxy.url)
-        except TimeoutError:
-            raise UpstreamTimeout(f"upstream {provider.name} did not answer within "
-                                  f"{timeouts.first_byte:g}s",
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise UpstreamTimeout(f"upstream {provider.name} did not answer within "
+                                      f"{timeouts.first_byte:g}s",
+                                      provider=provider.name) from None
+            # aiohttp's connect timeout (also a TimeoutError), or a TLS handshake's
+            raise UpstreamTimeout(f"cannot reach upstream {provider.name}: {exc or 'timed out'}"
+                                  f" (connect timeout {timeouts.connect:g}s)",
                                   provider=provider.name) from None
         except aiohttp.ClientError as exc:
             raise UpstreamConnectError(f"cannot reach upstream {provider.name}: {exc}",

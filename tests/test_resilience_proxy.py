@@ -149,3 +149,19 @@ def test_proxy_setting_is_checked() -> None:
     with pytest.raises(ConfigError, match="providers.p.proxy: must be an http"):
         config_from_dict({"providers": {"p": {"type": "openai", "base_url": "http://x/v1",
                                               "proxy": "socks5://127.0.0.1:1080"}}})
+
+
+async def test_https_upstreams_go_through_connect(aiohttp_server: Any, faulty: FaultyUpstream,
+                                                  proxy: CountingProxy,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tunnel is opened to the name as given (the gateway resolves nothing); the plain-HTTP
+    fake at its end then fails the TLS handshake, which is a 502 for the client."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    cfg = config(f"https://upstream.invalid:{faulty.port}/v1", retry={"attempts": 1})
+    url = await start_gateway(aiohttp_server, cfg)
+    status, body = await chat(url)
+    assert status == 502, body
+    assert [(r.method, r.target) for r in proxy.requests] == \
+        [("CONNECT", f"upstream.invalid:{faulty.port}")]
+    info, _ = await health(url)
+    assert info["providers"]["fx"]["proxy"]["from"] == "HTTPS_PROXY"

@@ -166,7 +166,10 @@ class FaultyUpstream:
     @staticmethod
     async def _read_request(reader: asyncio.StreamReader) -> Seen | None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            first = await reader.readexactly(1)
+            if first == b"\x16":   # a TLS handshake: this fake speaks plain HTTP only
+                return None
+            head = first + await reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
         lines = head.decode("latin-1").split("\r\n")
