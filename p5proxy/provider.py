@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from .canonical import ChatRequest, StreamEvent
 from .config import Config, ModelConfig, ProviderConfig
 from .errors import UpstreamError
+from .imagefetch import parse_settings
 from .keypool import KeyPool
 from .proxies import choose_proxy
 from .sse import SSEDecoder, SSEMessage
@@ -75,6 +76,9 @@ class Provider:
         self.pool = KeyPool(config.name, config.api_keys, config.key_groups)
         self.proxy = choose_proxy(config.base_url, provider_proxy=config.proxy,
                                   upstream_proxy=settings.upstream_proxy)
+        # off by default: the gateway fetches no URL from a request unless told to
+        self.image_fetch = parse_settings(config.options.get("fetch_images"),
+                                          f"providers.{config.name}.fetch_images")
 
     def auth_headers(self, key: str) -> dict[str, str]:
         """The headers that carry an upstream key (OpenAI-style by default)."""

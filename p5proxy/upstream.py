@@ -19,6 +19,7 @@ import orjson
 from .canonical import HEARTBEAT, MessageStart, StreamEvent
 from .config import ServerConfig, Timeouts
 from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+from .imagefetch import ImageFetcher
 from .provider import Provider, UpstreamRequest
 from .sse import SSEDecoder
 
@@ -48,6 +49,7 @@ class UpstreamClient:
     def __init__(self, server: ServerConfig) -> None:
         self.server = server
         self.session: aiohttp.ClientSession | None = None
+        self.images = ImageFetcher()   # only for providers with `fetch_images`
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.server.pool_limit,
@@ -62,6 +64,7 @@ class UpstreamClient:
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
+        await self.images.close()
 
     async def events(self, provider: Provider, ureq: UpstreamRequest, timeouts: Timeouts,
                      waited: Waited | None = None) -> AsyncIterator[Batch]:

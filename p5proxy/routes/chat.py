@@ -27,6 +27,7 @@ from ..config import RetryConfig
 from ..errors import (InvalidRequest, P5ProxyError, PayloadTooLarge, UpstreamError,
                       UpstreamStatusError)
 from ..filters import apply_filters
+from ..imagefetch import inline_images
 from ..keypool import PoolKey
 from ..provider import Provider, Route
 from ..retry import (AUTH_STATUSES, Budget, CredentialsRejected, NoUsableKey, backoff,
@@ -137,6 +138,7 @@ async def _start(state: Any, req: ChatRequest, route: Route, waited: Waited
     pristine = copy.copy(req) if route.model.fallbacks or route.filters else None
     names: list[str | None] = [None, *route.model.fallbacks]
     failure: UpstreamError | None = None
+    fetched: dict[str, tuple[str, str]] = {}   # images by URL, for providers that need bytes
     for n, name in enumerate(names):
         if name is not None:
             assert failure is not None and pristine is not None
@@ -146,7 +148,8 @@ async def _start(state: Any, req: ChatRequest, route: Route, waited: Waited
             route = state.router.resolve(name)
         try:
             batches, first, route = await _attempts(state, req, route, waited, budget,
-                                                    model=name or req.model, pristine=pristine)
+                                                    model=name or req.model, pristine=pristine,
+                                                    fetched=fetched)
         except UpstreamError as err:
             if n == len(names) - 1 or not retryable(err):
                 raise
@@ -165,7 +168,8 @@ def _restore(req: ChatRequest, pristine: ChatRequest | None) -> None:
 
 
 async def _attempts(state: Any, req: ChatRequest, route: Route, waited: Waited, budget: Budget,
-                    *, model: str, pristine: ChatRequest | None
+                    *, model: str, pristine: ChatRequest | None,
+                    fetched: dict[str, tuple[str, str]]
                     ) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
     """One model's attempts: rotate keys, retry retryable failures with backoff within the
     provider's `retry` policy and the request's budget. A route with `tools: auto` whose
@@ -181,7 +185,7 @@ async def _attempts(state: Any, req: ChatRequest, route: Route, waited: Waited, 
             raise _no_usable_key(provider)
         attempt += 1
         try:
-            return await _attempt(state, req, route, waited, key)
+            return await _attempt(state, req, route, waited, key, fetched)
         except UpstreamError as err:
             fallback = state.router.tools_fallback(model, route, err) if req.tools else None
             if fallback is not None and fallback is not route:
@@ -200,7 +204,10 @@ async def _attempts(state: Any, req: ChatRequest, route: Route, waited: Waited, 
 
 
 async def _attempt(state: Any, req: ChatRequest, route: Route, waited: Waited,
-                   key: PoolKey | None) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
+                   key: PoolKey | None, fetched: dict[str, tuple[str, str]]
+                   ) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
+    if route.provider.image_fetch is not None:   # an upstream that takes image bytes only
+        await inline_images(req, state.upstream.images, route.provider.image_fetch, fetched)
     runs = [f.open(req, route) for f in route.filters]
     ureq = route.provider.build_request(req, route)
     if key is not None:
