@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["Config", "ServerConfig", "ProviderConfig", "ModelConfig", "Timeouts", "load_config",
+__all__ = ["Config", "ServerConfig", "AdminConfig", "ProviderConfig", "ModelConfig", "Timeouts", "load_config",
            "config_from_dict", "DEFAULT_PORT", "DEFAULT_MAX_BODY_BYTES"]
 
 DEFAULT_PORT = 18185
@@ -43,6 +44,17 @@ class ServerConfig:
     grace_secs: float = 30.0          # on SIGTERM: how long in-flight requests may take to finish
     pool_limit: int = 1000            # upstream connections in total
     pool_limit_per_host: int = 0      # 0: no per-host cap
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin page (`/admin`): disabled (404) unless a key or its SHA-256 is configured."""
+    key_sha256: str | None = None     # hex digest of the admin key (`admin.key` is hashed here)
+    session_secs: float = 43200.0     # login cookie lifetime
+
+    @property
+    def enabled(self) -> bool:
+        return self.key_sha256 is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +94,7 @@ class Config:
     default_max_tokens: int = 4096
     plugins_dir: str | None = None
     plugins: dict[str, Any] = field(default_factory=dict)   # per-plugin settings: config.plugin(name)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     source: str = "<defaults>"
 
     def plugin(self, name: str) -> dict[str, Any]:
@@ -157,6 +170,11 @@ def load_config(path: str | os.PathLike[str] | None = None,
         data.setdefault("server", {})
         if isinstance(data["server"], dict):
             data["server"] = {**data["server"], "port": port_env}
+    admin_env = env.get("P5PROXY_ADMIN_KEY")
+    if admin_env:
+        admin = data.get("admin")
+        data["admin"] = {**(admin if isinstance(admin, dict) else {}), "key": admin_env,
+                         "key_sha256": None}
     return config_from_dict(data, source=source)
 
 
@@ -215,7 +233,7 @@ class _Checker:
 _SERVER_KEYS = {"host", "port", "max_body_bytes", "heartbeat_secs", "grace_secs", "pool_limit",
                 "pool_limit_per_host"}
 _TOP_KEYS = {"server", "auth", "providers", "models", "default_model", "default_max_tokens",
-             "plugins_dir", "plugins"}
+             "plugins_dir", "plugins", "admin"}
 _PROVIDER_KEYS = {"type", "base_url", "api_key", "api_keys", "timeouts", "headers"}
 _MODEL_KEYS = {"provider", "model", "max_tokens", "max_output_tokens", "filters"}
 
@@ -241,6 +259,30 @@ def _server(c: _Checker, raw: dict[str, Any]) -> ServerConfig:
         pool_limit_per_host=c.number(raw.get("pool_limit_per_host"), "server.pool_limit_per_host",
                                      d.pool_limit_per_host, integer=True, minimum=0),
     )
+
+
+def _admin(c: _Checker, raw: dict[str, Any], client_keys: tuple[str, ...]) -> AdminConfig:
+    for key in raw:
+        if key not in ("key", "key_sha256", "session_secs"):
+            c.fail(f"admin.{key}", "unknown setting (known: key, key_sha256, session_secs)")
+    key = c.string(raw.get("key"), "admin.key")
+    digest = c.string(raw.get("key_sha256"), "admin.key_sha256")
+    if key is not None and digest is not None:
+        c.fail("admin", "give either key or key_sha256, not both")
+    if key is not None:
+        if len(key) < 12:
+            c.fail("admin.key", "must be at least 12 characters long")
+        if key in client_keys:
+            c.fail("admin.key", "must differ from every client key in auth.keys")
+        digest = hashlib.sha256(key.encode()).hexdigest()
+    elif digest is not None:
+        digest = digest.lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            c.fail("admin.key_sha256", "must be 64 hexadecimal digits (sha256sum of the key)")
+        elif any(hashlib.sha256(k.encode()).hexdigest() == digest for k in client_keys):
+            c.fail("admin.key_sha256", "must differ from every client key in auth.keys")
+    return AdminConfig(key_sha256=digest, session_secs=c.number(
+        raw.get("session_secs"), "admin.session_secs", AdminConfig().session_secs, minimum=60))
 
 
 def _timeouts(c: _Checker, raw: Any, path: str) -> Timeouts:
@@ -337,6 +379,7 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
     plugins_dir = c.string(data.get("plugins_dir"), "plugins_dir")
     if plugins_dir and not Path(plugins_dir).is_dir():
         c.fail("plugins_dir", f"{plugins_dir!r} is not a directory")
+    admin = _admin(c, c.mapping(data.get("admin"), "admin"), auth_keys)
     if c.problems:
         raise ConfigError(c.problems)
     return Config(
@@ -344,5 +387,6 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
         default_model=default_model,
         default_max_tokens=c.number(data.get("default_max_tokens"), "default_max_tokens", 4096,
                                     integer=True, minimum=1),
-        plugins_dir=plugins_dir, plugins=c.mapping(data.get("plugins"), "plugins"), source=source,
+        plugins_dir=plugins_dir, plugins=c.mapping(data.get("plugins"), "plugins"), admin=admin,
+        source=source,
     )
