@@ -262,9 +262,9 @@ def _server(c: _Checker, raw: dict[str, Any]) -> ServerConfig:
 
 
 def _admin(c: _Checker, raw: dict[str, Any], client_keys: tuple[str, ...]) -> AdminConfig:
-    for key in raw:
-        if key not in ("key", "key_sha256", "session_secs"):
-            c.fail(f"admin.{key}", "unknown setting (known: key, key_sha256, session_secs)")
+    for name in raw:
+        if name not in ("key", "key_sha256", "session_secs"):
+            c.fail(f"admin.{name}", "unknown setting (known: key, key_sha256, session_secs)")
     key = c.string(raw.get("key"), "admin.key")
     digest = c.string(raw.get("key_sha256"), "admin.key_sha256")
     if key is not None and digest is not None:
