@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,26 @@ class GatewayState:
     upstream: UpstreamClient
     streams: set[asyncio.Task[Any]] = field(default_factory=set)   # handlers writing a stream
     stopping: bool = False
+    # live reload (reload.py): results for the admin page, one reload at a time, and the
+    # supervisor to signal under --workers (set by server.py)
+    reloads: list[Any] = field(default_factory=list)
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    supervisor_pid: int | None = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)   # background work, referenced
+
+    def swap(self, config: Config, registry: Registry, router: Router) -> Router:
+        """Put a new configuration in force at once (no await in between, so no request sees
+        half of it); returns the replaced router. Requests that already resolved a Route keep
+        it, with its provider and filter objects."""
+        previous = self.router
+        self.config, self.registry, self.router = config, registry, router
+        return previous
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
 
 def create_app(config: Config, *, pm: pluggy.PluginManager | None = None) -> web.Application:
