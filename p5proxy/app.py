@@ -12,11 +12,14 @@ from typing import Any
 import pluggy
 from aiohttp import web
 
+from . import record
 from .appkeys import STATE
 from .config import Config
 from .middleware import gateway_middleware
 from .plugins import Registry, build_registry, make_plugin_manager
+from .reqlog import RequestLog, open_request_log
 from .routes import anthropic, info, openai
+from .routes import metrics as metrics_routes
 from .routing import Router
 from .upstream import UpstreamClient
 
@@ -40,6 +43,9 @@ class GatewayState:
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     supervisor_pid: int | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)   # background work, referenced
+    # the request log store (reqlog/store.py: query, get, summary, describe); None when
+    # `logs.enabled: false`. Created here, opened at startup, flushed and closed at shutdown.
+    request_log: RequestLog | None = None
 
     def swap(self, config: Config, registry: Registry, router: Router) -> Router:
         """Put a new configuration in force at once (no await in between, so no request sees
@@ -67,6 +73,10 @@ def create_app(config: Config, *, pm: pluggy.PluginManager | None = None) -> web
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[gateway_middleware])
     app[STATE] = state
+    if config.logs.enabled:
+        state.request_log = open_request_log(config.logs)
+    app.on_response_prepare.append(record.add_request_id_header)
+    app.router.add_routes(metrics_routes.routes)
     app.router.add_routes(anthropic.routes)
     app.router.add_routes(openai.routes)
     app.router.add_routes(info.routes)
@@ -93,8 +103,12 @@ async def _end_streams(app: web.Application) -> None:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.upstream.start()
+    if state.request_log is not None:
+        await state.request_log.start()   # a database that is down is retried, never fatal
     for result in state.pm.hook.p5proxy_startup(app=app, config=state.config):
         if inspect.isawaitable(result):
             await result
     yield
     await state.upstream.close()
+    if state.request_log is not None:
+        await state.request_log.close()

@@ -23,6 +23,7 @@ from ..canonical import ChatRequest, ErrorEvent
 from ..errors import InvalidRequest, P5ProxyError, PayloadTooLarge, UpstreamError
 from ..filters import apply_filters
 from ..provider import Route
+from ..record import note_request, note_route, note_usage, tap
 from ..surfaces import Surface
 from ..tokens import estimate_from_body_size, estimate_input_tokens
 from ..upstream import Waited
@@ -65,8 +66,10 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     started = time.perf_counter()
     state = request.app[STATE]
     req = surface.decode(await read_json(request), request.headers)
+    note_request(request, req)   # the request log record (record.py)
     waited = Waited()
-    batches, first, route = await _start(state, req, state.router.resolve(req.model), waited)
+    route = note_route(request, state.router.resolve(req.model))
+    batches, first, route = await _start(state, req, route, waited)
     passthrough = route.provider.protocol == req.ingress and not req.rewritten
     estimate = 0
     if not passthrough:   # message_start needs input tokens before the upstream reports them
@@ -81,6 +84,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                 for ev in batch:
                     agg.feed(ev)
             final = agg.result()
+            note_usage(request, final.usage)
             if passthrough and final.body is not None and not route.filters:
                 # same protocol, untouched: the upstream's answer as it is, every field kept
                 answer = {**final.body, "model": req.model}
@@ -91,6 +95,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                                 headers={OVERHEAD_HEADER: _overhead_ms(started, waited)})
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
+        renderer = tap(request, renderer)   # notes time to first byte, usage, error events
         resp = web.StreamResponse(headers=SSE_HEADERS)
         resp.headers[surface.request_id_header] = request[REQUEST_ID]
         resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited)   # up to the first byte
