@@ -7,7 +7,8 @@ protocol (`anthropic`, `openai`). No per-request labels.
 
 Other parts of the gateway count with the small functions below, e.g. `count_retry(provider)`.
 With `--workers N` the workers share one registry through prometheus-client's multiprocess mode
-(server.py points PROMETHEUS_MULTIPROC_DIR at a private directory before the workers start).
+(`p5proxy serve` points PROMETHEUS_MULTIPROC_DIR at a private directory before the workers
+start, unless the operator set one).
 """
 
 from __future__ import annotations

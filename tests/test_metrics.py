@@ -160,3 +160,31 @@ async def test_metrics_can_be_turned_off(make_gateway: Any) -> None:
     gw: Gateway = await make_gateway(metrics={"enabled": False})
     async with httpx.AsyncClient(timeout=20) as client:
         assert (await client.get(f"{gw.url}/metrics")).status_code == 404
+
+
+async def test_workers_add_up_in_one_scrape(tmp_path: Any, fake_openai: Any) -> None:
+    """`serve --workers 2`: whichever worker answers the scrape reports all workers' counts."""
+    import signal
+
+    import aiohttp
+
+    from tests.test_server import start_serve
+    _, upstream = fake_openai
+    proc, url = await start_serve(tmp_path, upstream, "--workers", "2")
+    try:
+        connector = aiohttp.TCPConnector(force_close=True)   # new connections: spread by the kernel
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for _ in range(12):
+                async with session.post(url + "/v1/chat/completions", json={
+                        "model": "gpt-4o", "messages": HI}) as resp:
+                    assert resp.status == 200
+            for _ in range(6):
+                async with session.get(url + "/metrics") as resp:
+                    assert resp.status == 200
+                    text = await resp.text()
+                counts = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+                          if s.name == "p5proxy_requests_total" and s.labels.get("model") == "gpt-4o"]
+                assert sum(counts) == 12, text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
