@@ -13,6 +13,7 @@ import pluggy
 from aiohttp import web
 
 from . import record
+from .admin import add_admin_routes
 from .appkeys import STATE
 from .config import Config
 from .middleware import gateway_middleware
@@ -80,6 +81,7 @@ def create_app(config: Config, *, pm: pluggy.PluginManager | None = None) -> web
     app.router.add_routes(anthropic.routes)
     app.router.add_routes(openai.routes)
     app.router.add_routes(info.routes)
+    add_admin_routes(app)
     pm.hook.p5proxy_register_routes(app=app, config=config)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_streams)

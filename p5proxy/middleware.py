@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from . import metrics, record
+from .admin import is_admin_path
 from .appkeys import RECORD, REQUEST_ID, STATE
 from .errors import AuthError, P5ProxyError, UnknownModel, kind_for_status
 from .surfaces import ANTHROPIC, OPENAI, Surface
@@ -84,7 +85,8 @@ async def _handle(request: web.Request, handler: Handler, rid: str) -> web.Strea
         config = request.app[STATE].config
         keys = config.auth_keys
         if keys and request.path not in _OPEN_PATHS and not (
-                request.path == "/metrics" and metrics.keys(config)):   # it checks its own key
+                request.path == "/metrics" and metrics.keys(config)) \
+                and not is_admin_path(request.path):   # these check their own key
             _check_auth(request, keys)
         if config.logging.bodies and request.can_read_body:
             request[RECORD].request_body = await request.read()   # aiohttp keeps it for the handler
