@@ -18,9 +18,10 @@ from p5proxy.appkeys import STATE
 from p5proxy.config import load_config
 from p5proxy.plugins import make_plugin_manager
 from tests.conftest import gateway_config
+from tests.fakes.replies import Reply
 
 __all__ = ["ADMIN_KEY", "CLIENT_KEY", "AdminGateway", "start_admin_gateway", "csrf_of",
-           "login", "wait_rows"]
+           "login", "wait_rows", "send_traffic"]
 
 ADMIN_KEY = "admin-key-for-tests-0123456789"
 CLIENT_KEY = "client-key-for-tests-abcdef"
@@ -80,3 +81,29 @@ async def wait_rows(gw: AdminGateway, count: int, timeout: float = 10) -> None:
             if total >= count:
                 return
             await asyncio.sleep(0.05)
+
+
+async def send_traffic(gw: AdminGateway, fake: Any) -> None:
+    """8 requests: 4 OpenAI and 2 streamed Anthropic ones that succeed, an unknown model whose
+    name is HTML, and an upstream 500 whose message is HTML."""
+    headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    async with aiohttp.ClientSession(headers=headers) as s:
+        for i in range(4):
+            async with s.post(gw.url + "/v1/chat/completions", json={"model": "gpt-4o", "messages": [
+                    {"role": "user", "content": f"hi {i}"}]}) as resp:
+                assert resp.status == 200
+        for _ in range(2):
+            async with s.post(gw.url + "/v1/messages", json={
+                    "model": "claude-sonnet-4-5", "max_tokens": 20, "stream": True,
+                    "messages": [{"role": "user", "content": "hi"}]}) as resp:
+                assert resp.status == 200
+                await resp.read()
+        async with s.post(gw.url + "/v1/chat/completions", json={"model": "<script>alert(1)</script>",
+                                               "messages": [{"role": "user", "content": "x"}]}
+                          ) as resp:
+            assert resp.status == 404
+        fake.replies.append(Reply(status=500, error={"error": {
+            "message": "upstream <b>exploded</b>", "type": "server_error"}}))
+        async with s.post(gw.url + "/v1/chat/completions", json={"model": "gpt-4o", "messages": [
+                {"role": "user", "content": "boom"}]}) as resp:
+            assert resp.status >= 500

@@ -13,7 +13,7 @@ from yarl import URL
 
 from p5proxy.admin.auth import COOKIE, new_session
 from tests.admin_support import (ADMIN_KEY, CLIENT_KEY, AdminGateway, csrf_of, login,
-                                 start_admin_gateway, wait_rows)
+                                 send_traffic, start_admin_gateway, wait_rows)
 from tests.fakes.replies import Reply
 
 CHAT = "/v1/chat/completions"
@@ -162,33 +162,9 @@ async def test_secrets_are_masked_everywhere(aiohttp_server: Any, tmp_path: Path
     assert "****7731, ****8842" in providers_page
 
 
-async def _traffic(gw: AdminGateway, fake: Any) -> None:
-    headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
-    async with aiohttp.ClientSession(headers=headers) as s:
-        for i in range(4):
-            async with s.post(gw.url + CHAT, json={"model": "gpt-4o", "messages": [
-                    {"role": "user", "content": f"hi {i}"}]}) as resp:
-                assert resp.status == 200
-        for _ in range(2):
-            async with s.post(gw.url + "/v1/messages", json={
-                    "model": "claude-sonnet-4-5", "max_tokens": 20, "stream": True,
-                    "messages": [{"role": "user", "content": "hi"}]}) as resp:
-                assert resp.status == 200
-                await resp.read()
-        async with s.post(gw.url + CHAT, json={"model": "<script>alert(1)</script>",
-                                               "messages": [{"role": "user", "content": "x"}]}
-                          ) as resp:
-            assert resp.status == 404
-        fake.replies.append(Reply(status=500, error={"error": {
-            "message": "upstream <b>exploded</b>", "type": "server_error"}}))
-        async with s.post(gw.url + CHAT, json={"model": "gpt-4o", "messages": [
-                {"role": "user", "content": "boom"}]}) as resp:
-            assert resp.status >= 500
-
-
 async def test_request_log_filters_pagination_and_details(gw: AdminGateway,
                                                           fake_openai: Any) -> None:
-    await _traffic(gw, fake_openai[0])
+    await send_traffic(gw, fake_openai[0])
     await wait_rows(gw, 8)
 
     async def log_page(s: aiohttp.ClientSession, query: str) -> tuple[int, str]:
@@ -242,7 +218,7 @@ async def test_request_log_filters_pagination_and_details(gw: AdminGateway,
 
 
 async def test_overview_shows_the_traffic(gw: AdminGateway, fake_openai: Any) -> None:
-    await _traffic(gw, fake_openai[0])
+    await send_traffic(gw, fake_openai[0])
     await wait_rows(gw, 8)
     async with jar_session() as s:
         await login(s, gw.url)

@@ -7,13 +7,15 @@ import asyncio
 import time
 from typing import Any
 
+import orjson
 import yaml
 from aiohttp import web
 
 from ..appkeys import STATE
 from ..reload import ReloadResult, reload_everywhere, reload_state
 from .auth import COOKIE, check_key, new_session, read_session
-from .guard import Session, admin_view, enabled_admin, html_response, login_form, safe_next
+from .guard import (Session, admin_view, enabled_admin, html_response, login_form,
+                    public_page, safe_next)
 from .html import e, fmt_num, fmt_time, page, table
 from .mask import config_view
 from .tryit import PROTOCOLS, TryResult, try_model
@@ -35,7 +37,7 @@ async def login_page(request: web.Request) -> web.Response:
     next_url = request.query.get("next", "/admin")
     if read_session(admin, request.cookies.get(COOKIE)) is not None:
         raise web.HTTPSeeOther(safe_next(next_url))
-    return html_response(page("Log in", login_form(next_url=next_url)))
+    return public_page("Log in", login_form(next_url=next_url))
 
 
 async def login(request: web.Request) -> web.Response:
@@ -43,13 +45,12 @@ async def login(request: web.Request) -> web.Response:
     form = await request.post()
     next_url = str(form.get("next") or "/admin")
     if not _same_origin(request):
-        return html_response(page("Log in", login_form("Cross-site login refused.", next_url)),
-                             status=403)
+        return public_page("Log in", login_form("Cross-site login refused.", next_url),
+                           status=403)
     key = form.get("key")
     if not isinstance(key, str) or not check_key(admin, key):
         await asyncio.sleep(_FAILED_LOGIN_DELAY)
-        return html_response(page("Log in", login_form("Wrong admin key.", next_url)),
-                             status=401)
+        return public_page("Log in", login_form("Wrong admin key.", next_url), status=401)
     resp = web.HTTPSeeOther(safe_next(next_url))
     resp.set_cookie(COOKIE, new_session(admin), max_age=int(admin.session_secs), path="/admin",
                     httponly=True, samesite="Strict", secure=request.secure)
@@ -142,7 +143,8 @@ def _try_result(r: TryResult) -> str:
             ("time to first token", e(f"{fmt_num(r.ttft_ms, 0)} ms" if r.ttft_ms else "–")),
             ("total time", f'<span id="try-total">{e(fmt_num(r.total_ms, 0))} ms</span>'),
             ("gateway overhead", e(f"{r.overhead_ms} ms" if r.overhead_ms else "–")),
-            ("stop reason", e(r.stop_reason)), ("usage", e(r.usage or ""))]
+            ("stop reason", e(r.stop_reason)),
+            ("usage", e(orjson.dumps(r.usage).decode() if r.usage else ""))]
     out = '<h2>Result</h2>' + table(("", ""), rows, attrs='id="try-result"')
     if r.thinking:
         out += f'<h3>Thinking</h3><pre id="try-thinking">{e(r.thinking)}</pre>'

@@ -15,7 +15,8 @@ from ..config import AdminConfig
 from .auth import COOKIE, check_csrf, csrf_token, read_session
 from .html import e, page
 
-__all__ = ["Session", "admin_view", "html_response", "enabled_admin", "safe_next", "login_form"]
+__all__ = ["Session", "admin_view", "html_response", "enabled_admin", "safe_next", "login_form",
+           "public_page"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +35,14 @@ def html_response(text: str, *, status: int = 200, nonce: str = "") -> web.Respo
            "base-uri 'none'")
     return web.Response(text=text, status=status, content_type="text/html", headers={
         "Content-Security-Policy": csp, "X-Frame-Options": "DENY",
-        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
         "Cache-Control": "no-store"})
+
+
+def public_page(title: str, body: str, *, status: int = 200) -> web.Response:
+    """A page for someone not logged in (no navigation)."""
+    nonce = secrets.token_urlsafe(12)
+    return html_response(page(title, body, nonce=nonce), status=status, nonce=nonce)
 
 
 def enabled_admin(request: web.Request) -> AdminConfig:
@@ -62,9 +69,8 @@ def admin_view(handler: View) -> Callable[[web.Request], Awaitable[web.StreamRes
         if sid is None:
             if request.method in ("GET", "HEAD"):
                 raise web.HTTPSeeOther("/admin/login?next=" + quote(request.path_qs, safe=""))
-            return html_response(page("Not logged in", '<p class="err">Your session has ended. '
-                                      '<a href="/admin/login">Log in</a> again.</p>',
-                                      nonce=nonce), status=401, nonce=nonce)
+            return public_page("Not logged in", '<p class="err">Your session has ended. '
+                               '<a href="/admin/login">Log in</a> again.</p>', status=401)
         session = Session(sid, csrf_token(admin, sid), nonce)
         if request.method == "POST":
             form = await request.post()

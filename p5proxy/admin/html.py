@@ -92,11 +92,12 @@ def page(title: str, body: str, *, active: str = "", csrf: str | None = None,
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, numeric: Sequence[int] = (),
           attrs: str = "") -> str:
     """Cells are HTML already (escape values with e() before)."""
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    head = "".join(f"<th>{e(h)}</th>" for h in headers) if any(headers) else ""
     body = "".join("<tr>" + "".join(
         f'<td{" class=n" if i in numeric else ""}>{cell}</td>' for i, cell in enumerate(row))
         + "</tr>" for row in rows)
-    return f"<table {attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+    return f"<table {attrs}>{thead}<tbody>{body}</tbody></table>"
 
 
 _W, _H, _PAD_L, _PAD_B, _PAD_T = 420, 160, 46, 20, 8
@@ -145,6 +146,9 @@ def line_chart(title: str, xs: Sequence[float],
     plot_w, plot_h = _W - _PAD_L - 4, _H - _PAD_B - _PAD_T
     n = max(len(xs), 1)
     parts = [_axes(top, xs, unit)]
+    if not values:
+        parts.append(f'<text x="{_PAD_L + plot_w / 2:.0f}" y="{_PAD_T + plot_h / 2:.0f}" '
+                     'text-anchor="middle" font-size="12" fill="#6b7385">no data</text>')
     legend = []
     for k, (label, vs) in enumerate(series):
         color = _COLORS[k % len(_COLORS)]
