@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from . import appkeys, metrics
+from .accesslog import log_request
 from .appkeys import RECORD, STATE
 from .canonical import ErrorEvent, MessageDelta, MessageStart, Usage
 from .errors import P5ProxyError
@@ -174,7 +175,6 @@ def finish(request: web.Request, rec: RequestRecord, resp: web.StreamResponse | 
         _complete(request, rec, resp, exc)
         metrics.observe(rec)
         state = request.app[STATE]
-        from .accesslog import log_request
         log_request(rec, state.config.logging, resp)
         store = getattr(state, "request_log", None)
         if store is not None:

@@ -238,6 +238,7 @@ class RequestLog:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._opened = False
+        self._stale = False   # a failed connection to close before the next open
         self._up = False
         self._retry_at = 0.0
         self._failures = 0
@@ -341,6 +342,10 @@ class RequestLog:
             return True
         if not now and time.monotonic() < self._retry_at:
             return False
+        if self._stale:
+            self._stale = False
+            with contextlib.suppress(Exception):
+                await self.backend.close()
         try:
             await self.backend.open()
         except Exception as exc:   # noqa: BLE001
@@ -362,8 +367,7 @@ class RequestLog:
         self._retry_at = time.monotonic() + min(_MAX_BACKOFF, 0.5 * 2 ** min(self._failures, 6))
         if self._opened:   # reconnect next time: the connection or the table may be gone
             self._opened = False
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().create_task(self.backend.close())
+            self._stale = True
 
     def _recovered(self) -> None:
         if self._failures:
@@ -422,7 +426,8 @@ class RequestLog:
         rows = await self._read(f"SELECT {', '.join(_WINDOW_COLS)} FROM {self.backend.table} "
                                 "WHERE ts >= ? AND ts < ? ORDER BY ts DESC LIMIT ?",
                                 [since, until, _SUMMARY_ROW_CAP])
-        return summarize(rows, since=since, until=until, buckets=buckets)
+        # sorting a large window takes a while: off the event loop
+        return await asyncio.to_thread(summarize, rows, since=since, until=until, buckets=buckets)
 
     @staticmethod
     def _dict(row: tuple[Any, ...]) -> dict[str, Any]:
