@@ -42,7 +42,7 @@ __all__ = ["ReloadResult", "reload_app", "reload_state", "reload_everywhere", "N
 log = logging.getLogger("p5proxy.reload")
 HISTORY = 20   # reload results kept for the admin page
 # Settings read once at start-up: a change is reported, and applied by a restart.
-NOT_RELOADED = ("server", "plugins_dir")
+NOT_RELOADED = ("server", "plugins_dir", "logs")
 _CLI_SERVER_FIELDS = ("host", "port", "grace_secs")   # `serve` flags may override these
 
 
@@ -69,7 +69,10 @@ def _names(items: Any) -> set[str]:
     return {str(i) for i in items}
 
 
-def _diff(old: Config, new: Config, file_server: Any) -> list[str]:
+def _diff(old: Config, new: Config, loaded: Config) -> list[str]:
+    """What `new` changes; `loaded` is the file as read (settings that need a restart are
+    kept from `old` in `new`)."""
+    file_server = loaded.server
     changes = []
     for what, before, after in (
             ("providers", _names(old.providers), _names(new.providers)),
@@ -99,8 +102,9 @@ def _diff(old: Config, new: Config, file_server: Any) -> list[str]:
                       and getattr(file_server, f.name) != getattr(old.server, f.name)]
     if server_changed:
         changes.append(f"server settings not applied (restart needed): {', '.join(server_changed)}")
-    if old.plugins_dir != new.plugins_dir:
-        changes.append("plugins_dir not applied (restart needed)")
+    for name in NOT_RELOADED[1:]:
+        if getattr(old, name, None) != getattr(loaded, name, None):
+            changes.append(f"{name} not applied (restart needed)")
     return changes or ["no change"]
 
 
@@ -139,8 +143,9 @@ async def reload_state(state: GatewayState, *, trigger: str) -> ReloadResult:
             path = _source_path(old)
             # the file (and the YAML parser) off the event loop
             loaded = await asyncio.to_thread(load_config, path)
-            # listen address, pool and limits of the running server stay (restart to change)
-            config = dataclasses.replace(loaded, server=old.server)
+            # the listen address, the pool, the request log store... stay (restart to change)
+            config = dataclasses.replace(loaded, **{
+                name: getattr(old, name) for name in NOT_RELOADED if hasattr(old, name)})
             registry, router = _build(state, config)
         except (ConfigError, PluginError) as exc:
             problems = tuple(exc.problems) if isinstance(exc, ConfigError) else (str(exc),)
@@ -148,7 +153,7 @@ async def reload_state(state: GatewayState, *, trigger: str) -> ReloadResult:
             log.error("reload (%s) of %s rejected; the running configuration stays:\n  %s",
                       trigger, source, "\n  ".join(problems))
         else:
-            changes = tuple(_diff(old, config, loaded.server))
+            changes = tuple(_diff(old, config, loaded))
             previous = state.swap(config, registry, router)
             state.background(_retire(previous, set(state.streams), old.server.grace_secs))
             result = ReloadResult(True, time.time(), trigger, source, changes=changes)

@@ -236,12 +236,21 @@ async def test_overview_shows_the_traffic(gw: AdminGateway, fake_openai: Any) ->
 async def test_admin_reload_applies_or_rejects(gw: AdminGateway) -> None:
     async with jar_session() as s:
         csrf = await login(s, gw.url)
-        gw.rewrite(lambda cfg: cfg["models"].update({"gpt-new": {"provider": "oa"}}))
+        def change(cfg: dict[str, Any]) -> None:
+            cfg["models"]["gpt-new"] = {"provider": "oa"}
+            cfg["server"]["pool_limit"] = 7
+            cfg["logs"]["table"] = "elsewhere"
+
+        gw.rewrite(change)
         async with s.post(gw.url + "/admin/reload", data={"csrf": csrf}) as resp:
             text = await resp.text()
         assert resp.status == 200 and "Configuration reloaded" in text
         assert "models added: gpt-new" in text
+        assert "server settings not applied (restart needed): pool_limit" in text
+        assert "logs not applied (restart needed)" in text
         assert "gpt-new" in gw.state.router.model_names()
+        assert gw.state.config.server.pool_limit == 1000    # kept until a restart
+        assert gw.state.config.logs.table == "p5proxy_requests"
         gw.rewrite(lambda cfg: cfg["models"].update({"bad": {"provider": "nowhere"},
                                                      "gpt-newer": {"provider": "oa"}}))
         async with s.post(gw.url + "/admin/reload", data={"csrf": csrf}) as resp:
@@ -291,3 +300,31 @@ async def test_try_it_shows_an_error(gw: AdminGateway) -> None:
     assert resp.status == 200 and 'id="try-error"' in text
     assert "no-such-model&lt;i&gt;" in text and "no-such-model<i>" not in text
     assert "HTTP status</td><td>404" in text.replace('<td class=n>', "<td>")
+
+
+def test_admin_settings(tmp_path: Path) -> None:
+    import hashlib
+
+    from p5proxy.config import config_from_dict, load_config
+    from p5proxy.errors import ConfigError
+
+    digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+    assert config_from_dict({}).admin.enabled is False
+    assert config_from_dict({"admin": {"key": ADMIN_KEY}}).admin.key_sha256 == digest
+    assert config_from_dict({"admin": {"key_sha256": digest.upper()}}).admin.key_sha256 == digest
+    path = tmp_path / "c.yaml"
+    path.write_text("admin: {session_secs: 600}\n")
+    config = load_config(path, env={"P5PROXY_ADMIN_KEY": ADMIN_KEY})   # the environment wins
+    assert config.admin.key_sha256 == digest and config.admin.session_secs == 600
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"auth": {"keys": [CLIENT_KEY]}, "admin": {
+            "key_sha256": hashlib.sha256(CLIENT_KEY.encode()).hexdigest(), "colour": "red",
+            "session_secs": 5}})
+    assert err.value.problems == [
+        "admin.colour: unknown setting (known: key, key_sha256, session_secs)",
+        "admin.key_sha256: must differ from every client key in auth.keys",
+        "admin.session_secs: must be at least 60, got 5.0"]
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"admin": {"key": "short", "key_sha256": "xyz"}})
+    assert err.value.problems == ["admin: give either key or key_sha256, not both",
+                                  "admin.key: must be at least 12 characters long"]

@@ -21,6 +21,7 @@ from p5proxy.hookspecs import hookimpl
 from p5proxy.plugins import make_plugin_manager
 from p5proxy.reload import reload_app
 from p5proxy_plugins.provider_openai import OpenAIProvider
+from tests.admin_support import csrf_of
 from tests.fakes.fixtures import eventually
 from tests.fakes.replies import Reply
 from tests.test_server import free_port
@@ -31,7 +32,8 @@ CHAT = "/v1/chat/completions"
 def write_config(path: Path, upstream: str, models: dict[str, Any], **extra: Any) -> None:
     path.write_text(yaml.safe_dump({
         "providers": {"oa": {"type": "openai", "base_url": upstream, "api_key": "k"}},
-        "models": models, **extra}))
+        "models": models, "logs": {"database_url": f"sqlite:///{path.parent}/requests.db"},
+        **extra}))
 
 
 class Served:
@@ -120,6 +122,7 @@ async def test_an_invalid_file_keeps_the_running_configuration(tmp_path: Path,
     write_config(cfg, upstream, {"gpt-4o": {"provider": "oa", "model": "first"}})
     async with serve(cfg) as gw:
         cfg.write_text(yaml.safe_dump({
+            "logs": {"database_url": f"sqlite:///{tmp_path}/requests.db"},
             "providers": {"oa": {"type": "no-such-type", "base_url": upstream}},
             "models": {"gpt-4o": {"provider": "oa", "model": "second"},
                        "broken": {"provider": "missing"}}}))
@@ -153,6 +156,7 @@ async def test_a_stream_in_flight_finishes_on_the_old_configuration(
                 assert (await resp.content.readline()).startswith(b"data: ")
                 # gpt-4o now goes to another provider of another type
                 cfg.write_text(yaml.safe_dump({
+                    "logs": {"database_url": f"sqlite:///{tmp_path}/requests.db"},
                     "providers": {"an": {"type": "anthropic", "base_url": an_url,
                                          "api_key": "k2"}},
                     "models": {"gpt-4o": {"provider": "an", "model": "new-upstream"}}}))
@@ -189,6 +193,7 @@ async def test_a_replaced_provider_is_closed_after_its_streams(
     fake.replies.append(Reply(text="a b c d e f", chunk_size=2, delay=0.15))
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(yaml.safe_dump({
+        "logs": {"enabled": False},
         "providers": {"oa": {"type": "openai-closing", "base_url": upstream, "api_key": "k"}},
         "models": {"gpt-4o": {"provider": "oa"}}}))
     config = load_config(cfg)
@@ -211,3 +216,31 @@ async def test_a_replaced_provider_is_closed_after_its_streams(
     body = (await resp.read()).decode()
     assert "data: [DONE]" in body
     await eventually(lambda: ClosingProvider.closed == [("oa", 0)], timeout=5)
+
+
+@pytest.mark.timeout(90)
+async def test_the_admin_reload_button_reaches_every_worker(tmp_path: Path,
+                                                            fake_openai: Any) -> None:
+    fake, upstream = fake_openai
+    cfg = tmp_path / "gw.yaml"
+    admin = {"key": "admin-key-reload-test-42"}
+    write_config(cfg, upstream, {"gpt-4o": {"provider": "oa"}}, admin=admin)
+    async with serve(cfg, "--workers", "2") as gw:
+        write_config(cfg, upstream, {"gpt-4o": {"provider": "oa"},
+                                     "gpt-new": {"provider": "oa", "model": "upstream-new"}},
+                     admin=admin)
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as s:
+            async with s.post(gw.url + "/admin/login", data={"key": admin["key"]}) as resp:
+                assert resp.status == 200
+                csrf = csrf_of(await resp.text())
+            async with s.post(gw.url + "/admin/reload", data={"csrf": csrf}) as resp:
+                text = await resp.text()
+                assert resp.status == 200 and "models added: gpt-new" in text, text
+        # the worker that served the button, then both again through the supervisor
+        for _ in range(3):
+            await gw.wait_log("configuration reloaded")
+        for _ in range(6):   # new connections: both workers answer
+            status, body = await chat(gw.url, "gpt-new")
+            assert status == 200, body
+            assert fake.last.json["model"] == "upstream-new"

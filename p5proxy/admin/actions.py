@@ -92,7 +92,8 @@ def _config_body(request: web.Request, session: Session, result: ReloadResult | 
     history = ("<h2>Reloads</h2>" + _reload_rows(state.reloads)) if state.reloads else ""
     return (f'{banner}<p>Source: <code>{e(state.config.source)}</code>. Secrets are masked. '
             'Reloading reads the file again (also done by <code>kill -HUP</code>); '
-            '<code>server:</code> settings and <code>plugins_dir</code> need a restart.</p>'
+            '<code>server:</code>, <code>logs:</code> and <code>plugins_dir</code> need a '
+            'restart.</p>'
             f'{reload_form}<pre id="config">{e(text)}</pre>{history}')
 
 
