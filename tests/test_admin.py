@@ -328,3 +328,12 @@ def test_admin_settings(tmp_path: Path) -> None:
         config_from_dict({"admin": {"key": "short", "key_sha256": "xyz"}})
     assert err.value.problems == ["admin: give either key or key_sha256, not both",
                                   "admin.key: must be at least 12 characters long"]
+
+
+async def test_the_cookie_is_secure_behind_a_local_https_proxy(gw: AdminGateway) -> None:
+    async with aiohttp.ClientSession() as s:
+        for headers, secure in (({}, False), ({"X-Forwarded-Proto": "https"}, True)):
+            async with s.post(gw.url + "/admin/login", data={"key": ADMIN_KEY}, headers=headers,
+                              allow_redirects=False) as resp:
+                assert resp.status == 303
+                assert ("Secure" in resp.headers["Set-Cookie"]) is secure

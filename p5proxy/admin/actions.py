@@ -32,6 +32,15 @@ def _same_origin(request: web.Request) -> bool:
     return origin.split("://", 1)[-1] == request.host
 
 
+def _over_https(request: web.Request) -> bool:
+    """HTTPS to the gateway, or to a proxy on this machine (nginx) that says so."""
+    if request.secure:
+        return True
+    peer = request.remote or ""
+    local = peer == "::1" or peer.startswith("127.")
+    return local and request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
 async def login_page(request: web.Request) -> web.Response:
     admin = enabled_admin(request)
     next_url = request.query.get("next", "/admin")
@@ -53,7 +62,7 @@ async def login(request: web.Request) -> web.Response:
         return public_page("Log in", login_form("Wrong admin key.", next_url), status=401)
     resp = web.HTTPSeeOther(safe_next(next_url))
     resp.set_cookie(COOKIE, new_session(admin), max_age=int(admin.session_secs), path="/admin",
-                    httponly=True, samesite="Strict", secure=request.secure)
+                    httponly=True, samesite="Strict", secure=_over_https(request))
     raise resp
 
 
