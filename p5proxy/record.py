@@ -199,7 +199,7 @@ def _complete(request: web.Request, rec: RequestRecord, resp: web.StreamResponse
                 rec.overhead_ms = float(overhead)
             except ValueError:
                 pass
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, (asyncio.CancelledError, ConnectionError)):   # the client left
         stopping = request.app[STATE].stopping
         rec.error_type = "shutdown" if stopping else "client_closed"
         rec.error_message = ("the gateway stopped during the request" if stopping else

@@ -123,7 +123,7 @@ async def test_retention_prunes_by_age_and_rows(aiohttp_server: Any, fake_openai
         for i in range(5):
             assert (await _chat(client, gw, "gpt-4o", rid=f"keep-{i}")).status_code == 200
     store = await _flushed(gw)
-    assert await store.prune() == 2   # over max_rows: the two oldest go
+    await store.prune()   # over max_rows: the oldest go (the writer may have pruned some already)
     rows, total = await store.query()
     assert total == 3 and [r["request_id"] for r in rows] == ["keep-4", "keep-3", "keep-2"]
     assert await store.prune(now=time.time() + 2 * 86400) == 3   # older than a day
@@ -225,3 +225,43 @@ async def test_default_database_is_sqlite_in_the_data_dir(aiohttp_server: Any, f
     assert store.describe()["backend"] == "sqlite"
     assert (tmp_path / "state" / "p5proxy-requests.db").is_file()
     assert await store.get("default-db") is not None
+
+
+async def test_client_leaving_mid_stream_is_recorded(aiohttp_server: Any, fake_openai: Any,
+                                                     fake_anthropic: Any,
+                                                     database: Database) -> None:
+    import aiohttp
+    gw = await start_live(aiohttp_server, fake_openai, fake_anthropic, logs=database.logs())
+    fake_openai[0].replies.append(Reply(text="word " * 40, chunk_size=5, delay=0.1))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{gw.url}/v1/chat/completions",
+                                headers={"X-Request-Id": "leaver"},
+                                json={"model": "gpt-4o", "messages": HI, "stream": True}) as resp:
+            assert resp.status == 200
+            await resp.content.readline()
+            resp.close()   # hang up mid-stream
+    store = gw.state.request_log
+    assert store is not None
+    async with asyncio.timeout(10):
+        while (row := await store.get("leaver")) is None:
+            await store.flush()
+            await asyncio.sleep(0.05)
+    assert row["error_type"] == "client_closed" and row["status"] == 200 and row["stream"] is True
+    assert row["ttft_ms"] is not None
+
+
+async def test_rows_queued_at_shutdown_are_written(aiohttp_server: Any, fake_openai: Any,
+                                                   fake_anthropic: Any,
+                                                   database: Database) -> None:
+    gw = await start_live(aiohttp_server, fake_openai, fake_anthropic,
+                          logs=database.logs(flush_secs=3600, batch_rows=1000))
+    async with httpx.AsyncClient(timeout=20) as client:
+        for i in range(3):
+            assert (await _chat(client, gw, "gpt-4o", rid=f"late-{i}")).status_code == 200
+    store = gw.state.request_log
+    assert store is not None and store.describe()["queued"] == 3
+    await gw.server.close()   # the app's cleanup flushes and closes the store
+    assert store.describe()["queued"] == 0 and store.describe()["written"] == 3
+    again = await start_live(aiohttp_server, fake_openai, fake_anthropic, logs=database.logs())
+    reopened = await _flushed(again)
+    assert (await reopened.query())[1] == 3
