@@ -230,10 +230,15 @@ async def test_the_admin_reload_button_reaches_every_worker(tmp_path: Path,
                                      "gpt-new": {"provider": "oa", "model": "upstream-new"}},
                      admin=admin)
         jar = aiohttp.CookieJar(unsafe=True)
-        async with aiohttp.ClientSession(cookie_jar=jar) as s:
+        # a new connection per request: the login cookie and its CSRF token work on every worker
+        async with aiohttp.ClientSession(cookie_jar=jar, connector=aiohttp.TCPConnector(
+                force_close=True)) as s:
             async with s.post(gw.url + "/admin/login", data={"key": admin["key"]}) as resp:
                 assert resp.status == 200
                 csrf = csrf_of(await resp.text())
+            for _ in range(6):
+                async with s.get(gw.url + "/admin/config", allow_redirects=False) as resp:
+                    assert resp.status == 200 and csrf_of(await resp.text()) == csrf
             async with s.post(gw.url + "/admin/reload", data={"csrf": csrf}) as resp:
                 text = await resp.text()
                 assert resp.status == 200 and "models added: gpt-new" in text, text
