@@ -147,8 +147,11 @@ async def reload_state(state: GatewayState, *, trigger: str) -> ReloadResult:
             config = dataclasses.replace(loaded, **{
                 name: getattr(old, name) for name in NOT_RELOADED if hasattr(old, name)})
             registry, router = _build(state, config)
-        except (ConfigError, PluginError) as exc:
-            problems = tuple(exc.problems) if isinstance(exc, ConfigError) else (str(exc),)
+        except Exception as exc:   # ConfigError, PluginError, or a bug: never half-applied
+            if not isinstance(exc, (ConfigError, PluginError)):
+                log.exception("reload (%s) of %s failed unexpectedly", trigger, source)
+            problems = tuple(exc.problems) if isinstance(exc, ConfigError) else (
+                str(exc) if isinstance(exc, PluginError) else f"unexpected error: {exc!r}",)
             result = ReloadResult(False, time.time(), trigger, source, problems=problems)
             log.error("reload (%s) of %s rejected; the running configuration stays:\n  %s",
                       trigger, source, "\n  ".join(problems))

@@ -249,3 +249,50 @@ async def test_the_admin_reload_button_reaches_every_worker(tmp_path: Path,
             status, body = await chat(gw.url, "gpt-new")
             assert status == 200, body
             assert fake.last.json["model"] == "upstream-new"
+
+
+class PickyProvider(OpenAIProvider):
+    def __init__(self, config: Any, settings: Any) -> None:
+        if config.options.get("colour") != "blue":
+            raise ValueError(f"colour must be blue, not {config.options.get('colour')!r}")
+        super().__init__(config, settings)
+
+
+@pytest.mark.timeout(30)
+async def test_a_provider_that_fails_to_build_rejects_the_file(
+        tmp_path: Path, fake_openai: Any, aiohttp_client: Any) -> None:
+    fake, upstream = fake_openai
+    cfg = tmp_path / "gw.yaml"
+
+    def write(colour: str, model: str) -> None:
+        cfg.write_text(yaml.safe_dump({
+            "logs": {"enabled": False},
+            "providers": {"oa": {"type": "openai-picky", "base_url": upstream, "api_key": "k",
+                                 "colour": colour}},
+            "models": {"gpt-4o": {"provider": "oa", "model": model}}}))
+
+    class Picky:
+        @hookimpl
+        def p5proxy_register_providers(self, register: Any, config: Any) -> None:
+            register("openai-picky", PickyProvider)
+
+    write("blue", "first")
+    config = load_config(cfg)
+    pm = make_plugin_manager(config, entry_point_plugins=False)
+    pm.register(Picky(), name="picky")
+    app = create_app(config, pm=pm)
+    client = await aiohttp_client(app)
+    write("red", "second")
+    result = await reload_app(app, trigger="test")
+    assert not result.ok
+    assert result.problems == ("building providers and filters failed: "
+                               "ValueError(\"colour must be blue, not 'red'\")",)
+    resp = await client.post(CHAT, json={"model": "gpt-4o", "messages": [
+        {"role": "user", "content": "hi"}]})
+    assert resp.status == 200 and fake.last.json["model"] == "first"
+    write("blue", "second")
+    assert (await reload_app(app, trigger="test")).ok
+    resp = await client.post(CHAT, json={"model": "gpt-4o", "messages": [
+        {"role": "user", "content": "hi"}]})
+    assert resp.status == 200 and fake.last.json["model"] == "second"
+    assert [r.ok for r in app[STATE].reloads] == [False, True]
