@@ -18,6 +18,7 @@ from .appkeys import STATE
 from .config import Config
 from .middleware import gateway_middleware
 from .plugins import Registry, build_registry, make_plugin_manager
+from .reload import ReloadResult
 from .reqlog import RequestLog, open_request_log
 from .routes import anthropic, info, openai
 from .routes import metrics as metrics_routes
@@ -46,7 +47,7 @@ class GatewayState:
     stopping: bool = False
     # live reload (reload.py): results for the admin page, one reload at a time, and the
     # supervisor to signal under --workers (set by server.py)
-    reloads: list[Any] = field(default_factory=list)
+    reloads: list[ReloadResult] = field(default_factory=list)
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     supervisor_pid: int | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)   # background work, referenced

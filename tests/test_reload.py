@@ -119,7 +119,8 @@ async def test_an_invalid_file_keeps_the_running_configuration(tmp_path: Path,
                                                                 fake_openai: Any) -> None:
     fake, upstream = fake_openai
     cfg = tmp_path / "gw.yaml"
-    write_config(cfg, upstream, {"gpt-4o": {"provider": "oa", "model": "first"}})
+    admin = {"key": "admin-key-reload-test-42"}
+    write_config(cfg, upstream, {"gpt-4o": {"provider": "oa", "model": "first"}}, admin=admin)
     async with serve(cfg) as gw:
         cfg.write_text(yaml.safe_dump({
             "logs": {"database_url": f"sqlite:///{tmp_path}/requests.db"},
@@ -137,6 +138,15 @@ async def test_an_invalid_file_keeps_the_running_configuration(tmp_path: Path,
         await gw.wait_log("not valid YAML")
         status, _ = await chat(gw.url, "gpt-4o")
         assert status == 200 and fake.last.json["model"] == "first"
+        # the admin page lists both rejections with their problems
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+            async with s.post(gw.url + "/admin/login", data={"key": admin["key"]}) as resp:
+                assert resp.status == 200
+            async with s.get(gw.url + "/admin/config") as resp:
+                text = await resp.text()
+        assert text.count('<span class="bad">rejected</span>') == 2
+        assert "models.broken.provider: unknown provider &#x27;missing&#x27;" in text
+        assert "not valid YAML" in text and "SIGHUP" in text
 
 
 @pytest.mark.timeout(60)
