@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from ..aggregate import Aggregator
-from ..appkeys import REQUEST_ID, STATE
+from ..appkeys import RECORD, REQUEST_ID, STATE
 from ..canonical import ChatRequest, ErrorEvent
 from ..config import RetryConfig
 from ..errors import (InvalidRequest, P5ProxyError, PayloadTooLarge, UpstreamError,
@@ -30,6 +30,7 @@ from ..filters import apply_filters
 from ..imagefetch import inline_images
 from ..keypool import PoolKey
 from ..provider import Provider, Route
+from ..record import note_cache, note_request, note_route, note_usage, tap
 from ..retry import (AUTH_STATUSES, Budget, CredentialsRejected, NoUsableKey, backoff,
                      parse_retry_after, retryable)
 from ..surfaces import Surface
@@ -76,11 +77,18 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     started = time.perf_counter()
     state = request.app[STATE]
     req = surface.decode(await read_json(request), request.headers)
+    note_request(request, req)   # the request log record (record.py)
     waited = Waited()
-    answer = await open_answer(state, request, req, state.router.resolve(req.model), waited,
-                               _start)
+    route = note_route(request, state.router.resolve(req.model))
+    try:
+        answer = await open_answer(state, request, req, route, waited, _start)
+    finally:
+        _note_attempts(request, waited)
     batches, first, route = answer.rest, answer.first, answer.route
+    if waited.fallback:
+        note_route(request, route)   # the provider that answered
     cache_headers = {CACHE_HEADER: answer.status, CACHE_SOURCE_HEADER: answer.source}
+    note_cache(request, answer.status, answer.source)
     passthrough = route.provider.protocol == req.ingress and not req.rewritten
     estimate = 0
     if not passthrough:   # message_start needs input tokens before the upstream reports them
@@ -95,6 +103,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                 for ev in batch:
                     agg.feed(ev)
             final = agg.result()
+            note_usage(request, final.usage)
             if passthrough and final.body is not None and not route.filters:
                 # same protocol, untouched: the upstream's answer as it is, every field kept
                 body = {**final.body, "model": req.model}
@@ -109,6 +118,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
             return whole
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
+        renderer = tap(request, renderer)   # notes time to first byte, usage, error events
         resp = web.StreamResponse(headers={**SSE_HEADERS, **cache_headers})
         resp.headers[surface.request_id_header] = request[REQUEST_ID]
         resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited)   # up to the first byte
@@ -124,6 +134,12 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
         finally:
             state.streams.discard(task)
         return resp
+
+
+def _note_attempts(request: web.Request, waited: Waited) -> None:
+    rec = request.get(RECORD)
+    if rec is not None:
+        rec.retries, rec.fallback = waited.retries, waited.fallback is not None
 
 
 async def _start(state: Any, req: ChatRequest, route: Route, waited: Waited
