@@ -385,7 +385,7 @@ class HTTPProvider(Provider):
 
     def describe(self) -> dict[str, Any]:
         return {"type": self.config.type, "url": self.url, "method": self.method,
-                "response_format": self.response_format, "keys": self.pool.describe()}
+                "response_format": self.response_format, **self.describe_access()}
 
 
 @hookimpl(trylast=True)
