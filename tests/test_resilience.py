@@ -343,3 +343,13 @@ def test_fallbacks_must_name_other_models() -> None:
     text = str(exc.value)
     assert "models.a.fallbacks: 'a'" in text and "models.a.fallbacks: 'nope'" in text
     assert "retry.attempts: must be at least 1" in text and "retry.bogus: unknown" in text
+
+
+async def test_a_short_cooldown_is_waited_for_on_the_only_key(aiohttp_server: Any,
+                                                              faulty: FaultyUpstream) -> None:
+    faulty.faults.append(status(429))
+    url = await start_gateway(aiohttp_server, config(
+        faulty.base_url, retry={**FAST, "cooldown_base": 0.4, "backoff_max": 1}))
+    assert await ask(url) == "Hello from the faulty upstream"
+    assert [r.key for r in faulty.requests] == ["sk-key-alpha-0001"] * 2
+    assert faulty.requests[1].at - faulty.requests[0].at >= 0.35   # the key's cooldown

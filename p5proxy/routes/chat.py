@@ -262,6 +262,8 @@ async def _after_failure(err: UpstreamError, provider: Provider, key: PoolKey | 
         return None
     if err.status == 429 and key is not None and pool.has_other(key, tried):
         return 0.0   # another key right away
+    if err.status == 429 and key is not None:
+        retry_after = pool.retry_after()   # every key is cooling: until the first is back
     delay = backoff(policy, attempt)
     if retry_after is not None:
         if retry_after > policy.backoff_max:
