@@ -353,3 +353,12 @@ async def test_a_short_cooldown_is_waited_for_on_the_only_key(aiohttp_server: An
     assert await ask(url) == "Hello from the faulty upstream"
     assert [r.key for r in faulty.requests] == ["sk-key-alpha-0001"] * 2
     assert faulty.requests[1].at - faulty.requests[0].at >= 0.35   # the key's cooldown
+
+
+async def test_a_retry_prefers_a_key_the_request_has_not_tried(aiohttp_server: Any,
+                                                               faulty: FaultyUpstream) -> None:
+    keys = ["sk-key-alpha-0001", "sk-key-bravo-0002", "sk-key-charl-0003"]
+    faulty.faults += [status(500, key=keys[0]), status(502, key=keys[1])]
+    url = await start_gateway(aiohttp_server, config(faulty.base_url, keys=keys))
+    assert await ask(url) == "Hello from the faulty upstream"
+    assert [r.key for r in faulty.requests] == keys
