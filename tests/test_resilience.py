@@ -362,3 +362,15 @@ async def test_a_retry_prefers_a_key_the_request_has_not_tried(aiohttp_server: A
     url = await start_gateway(aiohttp_server, config(faulty.base_url, keys=keys))
     assert await ask(url) == "Hello from the faulty upstream"
     assert [r.key for r in faulty.requests] == keys
+
+
+def test_retry_after_values() -> None:
+    from email.utils import formatdate
+
+    from p5proxy.retry import parse_retry_after
+    now = 1_800_000_000.0
+    assert parse_retry_after("7") == 7 and parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("-3") == 0 and parse_retry_after("") is None
+    assert parse_retry_after("soon") is None and parse_retry_after("inf") is None
+    assert parse_retry_after(formatdate(now + 90, usegmt=True), now=now) == 90
+    assert parse_retry_after(formatdate(now - 90, usegmt=True), now=now) == 0

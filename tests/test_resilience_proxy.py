@@ -165,3 +165,33 @@ async def test_https_upstreams_go_through_connect(aiohttp_server: Any, faulty: F
         [("CONNECT", f"upstream.invalid:{faulty.port}")]
     info, _ = await health(url)
     assert info["providers"]["fx"]["proxy"]["from"] == "HTTPS_PROXY"
+
+
+@pytest.mark.parametrize("url, env, upstream, expected", [
+    ("https://api.x.com/v1", {"HTTPS_PROXY": "http://a:1", "HTTP_PROXY": "http://b:1"}, None,
+     ("http://a:1", "HTTPS_PROXY")),
+    ("http://api.x.com/v1", {"HTTPS_PROXY": "http://a:1", "HTTP_PROXY": "http://b:1"}, None,
+     ("http://b:1", "HTTP_PROXY")),
+    ("https://api.x.com/v1", {"ALL_PROXY": "http://c:1"}, None, ("http://c:1", "ALL_PROXY")),
+    ("https://api.x.com/v1", {"HTTPS_PROXY": "http://a:1", "https_proxy": "http://l:1"}, None,
+     ("http://l:1", "HTTPS_PROXY")),   # the lower-case variable wins, as in curl
+    ("https://api.x.com/v1", {"HTTPS_PROXY": "http://a:1", "NO_PROXY": "*"}, None,
+     (None, "NO_PROXY")),
+    ("https://api.x.com/v1", {"HTTPS_PROXY": "http://a:1", "NO_PROXY": "x.com"}, None,
+     (None, "NO_PROXY")),
+    ("https://api.x.com:8443/v1", {"HTTPS_PROXY": "http://a:1", "NO_PROXY": "api.x.com:443"},
+     None, ("http://a:1", "HTTPS_PROXY")),   # another port: not named
+    ("http://localhost:8000/v1", {"HTTP_PROXY": "http://a:1"}, None, (None, "")),
+    ("http://[::1]:8000/v1", {"HTTP_PROXY": "http://a:1"}, None, (None, "")),
+    ("http://127.0.0.1:8000/v1", {}, "http://u:1", ("http://u:1", "UPSTREAM_PROXY_URL")),
+    ("https://api.x.com/v1", {"HTTPS_PROXY": "http://a:1"}, "http://u:1",
+     ("http://u:1", "UPSTREAM_PROXY_URL")),
+])
+def test_proxy_choice(url: str, env: dict[str, str], upstream: str | None,
+                      expected: tuple[str | None, str]) -> None:
+    from p5proxy.proxies import choose_proxy
+    choice = choose_proxy(url, provider_proxy=None, upstream_proxy=upstream, env=env)
+    assert (choice.url, choice.source) == expected
+    explicit = choose_proxy(url, provider_proxy="http://p:1", upstream_proxy=upstream, env=env)
+    assert (explicit.url, explicit.source) == ("http://p:1", "provider")
+    assert choose_proxy(url, provider_proxy="", upstream_proxy=upstream, env=env).url is None
