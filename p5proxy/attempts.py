@@ -30,7 +30,7 @@ log = logging.getLogger("p5proxy.chat")
 
 
 async def start_upstream(state: Any, req: ChatRequest, route: Route, waited: Waited
-                 ) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
+                         ) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
     """Send the request upstream and wait for its first batch of events. Nothing has reached
     the client yet, so failures may still be retried (p5proxy/retry.py): another key, after a
     backoff, then the model's `fallbacks` in order (each resolved and translated for its own
@@ -38,13 +38,13 @@ async def start_upstream(state: Any, req: ChatRequest, route: Route, waited: Wai
     first batch and the route that answered; `waited` counts the retries and names the
     fallback that answered."""
     budget = Budget(state.config.retry.max_wait, waited)
-    pristine = copy.copy(req) if route.model.fallbacks or route.filters else None
+    pristine = copy.copy(req)   # filters (tool emulation) rewrite the request they are given
     names: list[str | None] = [None, *route.model.fallbacks]
     failure: UpstreamError | None = None
     fetched: dict[str, tuple[str, str]] = {}   # images by URL, for providers that need bytes
     for n, name in enumerate(names):
         if name is not None:
-            assert failure is not None and pristine is not None
+            assert failure is not None
             log.warning("model %s failed (%s); trying fallback %s", req.model, failure.message,
                         name)
             _restore(req, pristine)
@@ -63,15 +63,14 @@ async def start_upstream(state: Any, req: ChatRequest, route: Route, waited: Wai
     raise AssertionError("unreachable")   # the last name returns or raises
 
 
-def _restore(req: ChatRequest, pristine: ChatRequest | None) -> None:
+def _restore(req: ChatRequest, pristine: ChatRequest) -> None:
     """Undo what filters (tool emulation) did to the request, before sending it again."""
-    if pristine is not None:
-        for f in dataclasses.fields(req):
-            setattr(req, f.name, getattr(pristine, f.name))
+    for f in dataclasses.fields(req):
+        setattr(req, f.name, getattr(pristine, f.name))
 
 
 async def _attempts(state: Any, req: ChatRequest, route: Route, waited: Waited, budget: Budget,
-                    *, model: str, pristine: ChatRequest | None,
+                    *, model: str, pristine: ChatRequest,
                     fetched: dict[str, tuple[str, str]]
                     ) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
     """One model's attempts: rotate keys, retry retryable failures with backoff within the

@@ -374,3 +374,24 @@ def test_retry_after_values() -> None:
     assert parse_retry_after("soon") is None and parse_retry_after("inf") is None
     assert parse_retry_after(formatdate(now + 90, usegmt=True), now=now) == 90
     assert parse_retry_after(formatdate(now - 90, usegmt=True), now=now) == 0
+
+
+async def test_tools_auto_emulation_survives_a_retry(aiohttp_server: Any,
+                                                     faulty: FaultyUpstream) -> None:
+    """`tools: auto`: the native attempt is refused for its tools, the emulated one meets a
+    503, and the retry sends the same emulated request again (not emulated twice)."""
+    call = ('<function_calls><invoke name="get_weather"><parameter name="city">Paris'
+            '</parameter></invoke></function_calls>')
+    faulty.faults += [status(400, message="tools are not supported by this model"), status(503),
+                      ok(call)]
+    url = await start_gateway(aiohttp_server, config(faulty.base_url, tools="auto"))
+    tool = {"name": "get_weather", "description": "Weather for a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    async with an(url) as client:
+        reply = await client.messages.create(model="gpt-4o", max_tokens=50, messages=HI,  # type: ignore[arg-type]
+                                             tools=[tool])  # type: ignore[list-item]
+    assert [(b.type, getattr(b, "input", None)) for b in reply.content] == \
+        [("tool_use", {"city": "Paris"})]   # the retry still reads the emulated tool call
+    native, emulated, retried = (r.json for r in faulty.requests)
+    assert "tools" in native and "tools" not in emulated
+    assert emulated["messages"] == retried["messages"] and emulated.get("stop") == retried.get("stop")

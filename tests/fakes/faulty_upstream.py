@@ -39,9 +39,11 @@ def ok(text: str = "Hello from the faulty upstream", *, delay: float = 0.0) -> F
     return Fault("ok", text, delay=delay)
 
 
-def status(code: int, retry_after: str | None = None, *, key: str | None = None) -> Fault:
+def status(code: int, retry_after: str | None = None, *, key: str | None = None,
+           message: str | None = None) -> Fault:
     headers = {"retry-after": retry_after} if retry_after is not None else {}
-    return Fault("status", status=code, headers=headers, key=key)
+    return Fault("status", message or f"faulty upstream says {code}", status=code,
+                 headers=headers, key=key)
 
 
 def reset_after(events: int) -> Fault:
@@ -199,7 +201,7 @@ class FaultyUpstream:
             await self._wait_close(reader)
             return False
         if fault.kind == "status":
-            payload = orjson.dumps({"error": {"message": f"faulty upstream says {fault.status}",
+            payload = orjson.dumps({"error": {"message": fault.text,
                                               "type": "server_error", "code": None}})
             extra = "".join(f"{k}: {v}\r\n" for k, v in fault.headers.items())
             writer.write(f"HTTP/1.1 {fault.status} Fault\r\ncontent-type: application/json\r\n"
