@@ -395,3 +395,29 @@ async def test_tools_auto_emulation_survives_a_retry(aiohttp_server: Any,
     native, emulated, retried = (r.json for r in faulty.requests)
     assert "tools" in native and "tools" not in emulated
     assert emulated["messages"] == retried["messages"] and emulated.get("stop") == retried.get("stop")
+
+
+async def test_a_disabled_key_comes_back_on_reload(tmp_path: Any, aiohttp_server: Any,
+                                                   faulty: FaultyUpstream) -> None:
+    import yaml
+
+    from p5proxy.app import create_app
+    from p5proxy.config import load_config
+    from p5proxy.plugins import make_plugin_manager
+    from p5proxy.reload import reload_app
+    a, b = "sk-key-alpha-0001", "sk-key-bravo-0002"
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump({**config(faulty.base_url, keys=[a, b]),
+                                    "logs": {"enabled": False}}))
+    cfg = load_config(path)
+    app = create_app(cfg, pm=make_plugin_manager(cfg, entry_point_plugins=False))
+    server = await aiohttp_server(app, host="127.0.0.1")
+    url = f"http://127.0.0.1:{server.port}"
+    faulty.faults.append(status(401, key=a))
+    await ask(url)
+    assert [k["disabled"] for k in (await health(url))["providers"]["fx"]["keys"]] == [True, False]
+    assert (await reload_app(app, trigger="test")).ok
+    assert [k["disabled"] for k in (await health(url))["providers"]["fx"]["keys"]] == [False, False]
+    await ask(url)
+    await ask(url)
+    assert [r.key for r in faulty.requests] == [a, b, a, b]
