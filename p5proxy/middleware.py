@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from .appkeys import REQUEST_ID, STATE
+from .appkeys import CLIENT_IP, REQUEST_ID, STATE
+from .forwarded import client_ip
 from .errors import AuthError, P5ProxyError, UnknownModel, kind_for_status
 from .ids import request_id
 from .surfaces import ANTHROPIC, OPENAI, Surface
@@ -19,6 +20,8 @@ __all__ = ["gateway_middleware", "surface_for", "client_key"]
 log = logging.getLogger("p5proxy")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPEN_PATHS = frozenset(("/", "/health", "/api/hello"))
+_TRANSIENT = frozenset((429, 500, 502, 503, 504, 529))   # worth a retry: they carry Retry-After
+_RETRY_AFTER = "2"                                  # seconds, when the upstream gave none
 
 
 def surface_for(request: web.Request) -> Surface:
@@ -51,10 +54,13 @@ def _check_auth(request: web.Request, keys: tuple[str, ...]) -> None:
 
 def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Response:
     surface = surface_for(request)
+    status = surface.error_status(err)
     resp = web.Response(body=orjson.dumps(surface.error_body(err, rid)),
-                        status=surface.error_status(err), content_type="application/json")
+                        status=status, content_type="application/json")
     if err.retry_after:
         resp.headers["Retry-After"] = err.retry_after
+    elif status in _TRANSIENT:   # so that front-ends (one-api, SDKs) back off and retry
+        resp.headers["Retry-After"] = _RETRY_AFTER
     return resp
 
 
@@ -62,14 +68,19 @@ def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Re
 async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = request_id()
     request[REQUEST_ID] = rid
+    config = request.app[STATE].config
+    proxies = config.server.trusted_proxies
+    request[CLIENT_IP] = (client_ip(request.remote, request.headers.get("X-Forwarded-For"),
+                                    proxies) if proxies else request.remote)
     try:
-        keys = request.app[STATE].config.auth_keys
+        keys = config.auth_keys
         if keys and request.path not in _OPEN_PATHS:
             _check_auth(request, keys)
         resp = await handler(request)
     except P5ProxyError as err:
         if err.status >= 500:
-            log.warning("%s %s -> %s: %s", request.method, request.path, err.status, err.message)
+            log.warning("%s %s from %s -> %s: %s", request.method, request.path,
+                        request[CLIENT_IP], err.status, err.message)
         resp = _error_response(request, err, rid)
     except web.HTTPException as exc:
         if exc.status < 400:
