@@ -18,6 +18,7 @@ from .middleware import gateway_middleware
 from .plugins import Registry, build_registry, make_plugin_manager
 from .routes import anthropic, info, openai
 from .routing import Router
+from .shared_redis import SharedRedis
 from .upstream import UpstreamClient
 
 __all__ = ["create_app", "GatewayState"]
@@ -32,6 +33,7 @@ class GatewayState:
     registry: Registry
     router: Router
     upstream: UpstreamClient
+    redis: SharedRedis | None = None   # shared by instances; None when not configured
     streams: set[asyncio.Task[Any]] = field(default_factory=set)   # handlers writing a stream
     stopping: bool = False
 
@@ -44,6 +46,9 @@ def create_app(config: Config, *, pm: pluggy.PluginManager | None = None) -> web
     registry = build_registry(pm, config)
     state = GatewayState(config, pm, registry, Router(config, pm, registry),
                          UpstreamClient(config.server))
+    if config.shared_redis_url:
+        state.redis = SharedRedis(config.shared_redis_url, prefix=config.redis.prefix,
+                                  op_timeout=config.redis.op_timeout)
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[gateway_middleware])
     app[STATE] = state
@@ -78,3 +83,5 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             await result
     yield
     await state.upstream.close()
+    if state.redis is not None:
+        await state.redis.close()

@@ -19,7 +19,7 @@ import yaml
 from .errors import ConfigError
 from .forwarded import Network, parse_networks
 
-__all__ = ["Config", "ServerConfig", "ProviderConfig", "ModelConfig", "Timeouts", "load_config",
+__all__ = ["Config", "ServerConfig", "CacheConfig", "RedisConfig", "ProviderConfig", "ModelConfig", "Timeouts", "load_config",
            "config_from_dict", "DEFAULT_PORT", "DEFAULT_MAX_BODY_BYTES"]
 
 DEFAULT_PORT = 18185
@@ -45,6 +45,28 @@ class ServerConfig:
     pool_limit: int = 1000            # upstream connections in total
     pool_limit_per_host: int = 0      # 0: no per-host cap
     trusted_proxies: tuple[Network, ...] = ()   # X-Forwarded-For is believed only from these
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """Response cache and in-flight de-duplication (plugins/cache_response.py)."""
+    enabled: bool = True
+    ttl_secs: float = 300.0
+    tool_ttl_secs: float = 120.0          # requests that carry tools
+    max_entry_bytes: int = 32 * 1024 * 1024   # 0: no limit; larger results are served, not kept
+    memory_entries: int = 256
+    redis_url: str | None = None          # second tier; falls back to redis.url
+    shared_across_keys: bool = False      # True: one entry serves every client key
+    dedup: bool = True                    # identical concurrent requests share one upstream call
+    lease_secs: float = 10.0              # cross-instance leader lease, renewed while it streams
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """The Redis that gateway instances share (cache tier, leases, cooldowns, limits)."""
+    url: str | None = None
+    prefix: str = "p5proxy:"
+    op_timeout: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +106,13 @@ class Config:
     default_max_tokens: int = 4096
     plugins_dir: str | None = None
     plugins: dict[str, Any] = field(default_factory=dict)   # per-plugin settings: config.plugin(name)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
     source: str = "<defaults>"
+
+    @property
+    def shared_redis_url(self) -> str | None:
+        return self.redis.url or self.cache.redis_url
 
     def plugin(self, name: str) -> dict[str, Any]:
         value = self.plugins.get(name)
@@ -154,6 +182,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
     else:
         providers = _env_providers(env)
         data = {"providers": providers, "models": _env_models(providers)}
+    _env_overrides(data, env)
     port_env = env.get("P5PROXY_PORT") or env.get("P5JS2API_PORT")
     if port_env:
         data.setdefault("server", {})
@@ -166,6 +195,26 @@ def load_config(path: str | os.PathLike[str] | None = None,
             data["server"] = {**data["server"], "trusted_proxies": [
                 p.strip() for p in proxies_env.split(",") if p.strip()]}
     return config_from_dict(data, source=source)
+
+
+# environment variables that override a setting of the file: (section, key, variable)
+_ENV_SETTINGS = (
+    ("cache", "enabled", "RESPONSE_CACHE_ENABLED"),
+    ("cache", "ttl_secs", "RESPONSE_CACHE_TTL_SECS"),
+    ("cache", "tool_ttl_secs", "RESPONSE_CACHE_TOOL_TTL_SECS"),
+    ("cache", "max_entry_bytes", "RESPONSE_CACHE_MAX_ENTRY_BYTES"),
+    ("cache", "redis_url", "RESPONSE_CACHE_REDIS_URL"),
+    ("redis", "url", "P5PROXY_REDIS_URL"),
+)
+
+
+def _env_overrides(data: dict[str, Any], env: dict[str, str]) -> None:
+    for section, key, var in _ENV_SETTINGS:
+        value = env.get(var)
+        if value is None or value == "":
+            continue
+        current = data.get(section)
+        data[section] = {**(current if isinstance(current, dict) else {}), key: value}
 
 
 class _Checker:
@@ -209,6 +258,19 @@ class _Checker:
             return None
         return str(value)
 
+    def flag(self, value: Any, path: str, default: bool) -> bool:
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        self.fail(path, f"must be true or false, got {value!r}")
+        return default
+
     def strings(self, value: Any, path: str) -> tuple[str, ...]:
         if value is None:
             return ()
@@ -223,7 +285,55 @@ class _Checker:
 _SERVER_KEYS = {"host", "port", "max_body_bytes", "heartbeat_secs", "grace_secs", "pool_limit",
                 "pool_limit_per_host", "trusted_proxies"}
 _TOP_KEYS = {"server", "auth", "providers", "models", "default_model", "default_max_tokens",
-             "plugins_dir", "plugins"}
+             "plugins_dir", "plugins", "cache", "redis"}
+_CACHE_KEYS = {"enabled", "ttl_secs", "tool_ttl_secs", "max_entry_bytes", "memory_entries",
+               "redis_url", "shared_across_keys", "dedup", "lease_secs"}
+_REDIS_KEYS = {"url", "prefix", "op_timeout"}
+
+
+def _unknown(c: _Checker, raw: dict[str, Any], section: str, known: set[str]) -> None:
+    for key in raw:
+        if key not in known:
+            c.fail(f"{section}.{key}", f"unknown setting (known: {', '.join(sorted(known))})")
+
+
+def _redis_url(c: _Checker, value: Any, path: str) -> str | None:
+    url = c.string(value, path)
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        c.fail(path, "must start with redis://, rediss:// or unix://")
+        return None
+    return url
+
+
+def _cache(c: _Checker, raw: dict[str, Any]) -> CacheConfig:
+    _unknown(c, raw, "cache", _CACHE_KEYS)
+    d = CacheConfig()
+    return CacheConfig(
+        enabled=c.flag(raw.get("enabled"), "cache.enabled", d.enabled),
+        ttl_secs=c.number(raw.get("ttl_secs"), "cache.ttl_secs", d.ttl_secs),
+        tool_ttl_secs=c.number(raw.get("tool_ttl_secs"), "cache.tool_ttl_secs", d.tool_ttl_secs),
+        max_entry_bytes=c.number(raw.get("max_entry_bytes"), "cache.max_entry_bytes",
+                                 d.max_entry_bytes, integer=True),
+        memory_entries=c.number(raw.get("memory_entries"), "cache.memory_entries",
+                                d.memory_entries, integer=True),
+        redis_url=_redis_url(c, raw.get("redis_url"), "cache.redis_url"),
+        shared_across_keys=c.flag(raw.get("shared_across_keys"), "cache.shared_across_keys",
+                                  d.shared_across_keys),
+        dedup=c.flag(raw.get("dedup"), "cache.dedup", d.dedup),
+        lease_secs=c.number(raw.get("lease_secs"), "cache.lease_secs", d.lease_secs,
+                            minimum=0.5),
+    )
+
+
+def _redis(c: _Checker, raw: dict[str, Any]) -> RedisConfig:
+    _unknown(c, raw, "redis", _REDIS_KEYS)
+    d = RedisConfig()
+    return RedisConfig(
+        url=_redis_url(c, raw.get("url"), "redis.url"),
+        prefix=c.string(raw.get("prefix"), "redis.prefix") or d.prefix,
+        op_timeout=c.number(raw.get("op_timeout"), "redis.op_timeout", d.op_timeout,
+                            minimum=0.01),
+    )
 _PROVIDER_KEYS = {"type", "base_url", "api_key", "api_keys", "timeouts", "headers"}
 _MODEL_KEYS = {"provider", "model", "max_tokens", "max_output_tokens", "filters"}
 
@@ -349,6 +459,8 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
     plugins_dir = c.string(data.get("plugins_dir"), "plugins_dir")
     if plugins_dir and not Path(plugins_dir).is_dir():
         c.fail("plugins_dir", f"{plugins_dir!r} is not a directory")
+    cache = _cache(c, c.mapping(data.get("cache"), "cache"))
+    redis = _redis(c, c.mapping(data.get("redis"), "redis"))
     if c.problems:
         raise ConfigError(c.problems)
     return Config(
@@ -356,5 +468,6 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
         default_model=default_model,
         default_max_tokens=c.number(data.get("default_max_tokens"), "default_max_tokens", 4096,
                                     integer=True, minimum=1),
-        plugins_dir=plugins_dir, plugins=c.mapping(data.get("plugins"), "plugins"), source=source,
+        plugins_dir=plugins_dir, plugins=c.mapping(data.get("plugins"), "plugins"),
+        cache=cache, redis=redis, source=source,
     )

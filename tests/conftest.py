@@ -13,6 +13,7 @@ from p5proxy.plugins import make_plugin_manager
 from tests.fakes.fixtures import fake_anthropic, fake_openai  # noqa: F401  (fixtures)
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.redis_server import redis_prefix, redis_server, redis_url  # noqa: F401
 
 
 @dataclass
@@ -32,6 +33,8 @@ def gateway_config(openai_url: str, anthropic_url: str, **overrides: Any) -> dic
     claude-native -> Anthropic upstream; gpt-via-claude -> Anthropic upstream (translated)."""
     cfg: dict[str, Any] = {
         "server": {"heartbeat_secs": 0.5},
+        # off unless a test is about it: the fakes count upstream calls
+        "cache": {"enabled": False},
         "providers": {
             "oa": {"type": "openai", "base_url": openai_url, "api_key": "sk-upstream-openai"},
             "an": {"type": "anthropic", "base_url": anthropic_url, "api_key": "sk-upstream-anthropic"},

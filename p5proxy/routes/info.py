@@ -51,6 +51,7 @@ async def health(request: web.Request) -> web.Response:
                    for m in state.config.models],
         "default_model": state.config.default_model,
         "auth": "keys" if state.config.auth_keys else "open",
+        "redis": state.redis.describe() if state.redis is not None else None,
     })
 
 
