@@ -297,3 +297,31 @@ async def test_full_example_passes_nginx_t(tmp_path: Path) -> None:
                             "-e", str(prefix / "error.log")],
                            capture_output=True, text=True, timeout=30, check=False)
     assert check.returncode == 0, check.stderr
+
+
+# --- server.trusted_proxies without nginx -------------------------------------------------------
+
+def test_trusted_proxies_setting_and_resolution() -> None:
+    from p5proxy.config import config_from_dict, load_config
+    from p5proxy.errors import ConfigError
+    from p5proxy.forwarded import client_ip
+
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"server": {"trusted_proxies": ["10.0.0.0/8", "nginx.local"]}})
+    assert exc.value.problems == [
+        "server.trusted_proxies: 'nginx.local' is not an IP address or CIDR network"]
+    nets = config_from_dict({"server": {"trusted_proxies": ["127.0.0.1", "10.0.0.0/8",
+                                                            "::1"]}}).server.trusted_proxies
+    assert config_from_dict({}).server.trusted_proxies == ()
+    env = load_config(env={"P5PROXY_TRUSTED_PROXIES": "127.0.0.1, 172.16.0.0/12"})
+    assert [str(n) for n in env.server.trusted_proxies] == ["127.0.0.1/32", "172.16.0.0/12"]
+
+    assert client_ip("127.0.0.1", "203.0.113.9", ()) == "127.0.0.1"          # nothing trusted
+    assert client_ip("198.51.100.1", "203.0.113.9", nets) == "198.51.100.1"  # untrusted peer
+    assert client_ip("127.0.0.1", None, nets) == "127.0.0.1"
+    # a client's own (spoofed) entries on the left are skipped: right-most untrusted wins
+    assert client_ip("127.0.0.1", "1.2.3.4, 203.0.113.9, 10.1.1.1", nets) == "203.0.113.9"
+    assert client_ip("::ffff:127.0.0.1", "203.0.113.9:5123", nets) == "203.0.113.9"
+    assert client_ip("::1", "[2001:db8::7]:443", nets) == "2001:db8::7"
+    assert client_ip("127.0.0.1", "10.0.0.2, 10.0.0.3", nets) == "10.0.0.2"   # all trusted
+    assert client_ip("127.0.0.1", "<script>, 10.0.0.3", nets) == "10.0.0.3"   # malformed: stop
