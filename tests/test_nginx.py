@@ -214,12 +214,16 @@ async def test_stream_arrives_incrementally_through_nginx(aiohttp_server: Any,
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("heartbeat,kept_alive", [(0.5, True), (30, False)])
+@pytest.mark.parametrize("heartbeat,kept_alive,before_first_event", [
+    (0.5, True, False), (0.5, True, True), (30, False, False)],
+    ids=["after-first-event", "before-first-event", "control-no-keepalive"])
 async def test_silent_thinking_phase_kept_alive(aiohttp_server: Any, tmp_path: Path,
-                                                heartbeat: float, kept_alive: bool) -> None:
-    """The upstream starts its answer, then is silent for twice nginx's proxy_read_timeout
-    (a long reasoning phase). The gateway's keep-alives keep nginx from cutting the stream;
-    with keep-alives rarer than the timeout (the control case) nginx cuts it."""
+                                                heartbeat: float, kept_alive: bool,
+                                                before_first_event: bool) -> None:
+    """The upstream starts its answer (or only sends its headers, as reasoning models do), then
+    is silent for 2.5 times nginx's proxy_read_timeout (a long reasoning phase). The gateway's
+    keep-alives keep nginx from cutting the stream; with keep-alives rarer than the timeout
+    (the control case) nginx cuts it."""
     binary = nginx_bin()
     fake, url = await start_fake(aiohttp_server, FakeOpenAI())
     head = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
@@ -231,7 +235,8 @@ async def test_silent_thinking_phase_kept_alive(aiohttp_server: Any, tmp_path: P
             b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
             b'"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,'
             b'"total_tokens":7}}\n\ndata: [DONE]\n\n')
-    fake.replies.append(Reply(raw_sse=[head, tail], delay=READ_TIMEOUT * 2.5))
+    pieces = [b"", head + tail] if before_first_event else [head, tail]
+    fake.replies.append(Reply(raw_sse=pieces, delay=READ_TIMEOUT * 2.5))
     async with GatewayProcess(tmp_path, gateway_config(url, heartbeat_secs=heartbeat)) as gw:
         async with Nginx(binary, tmp_path, gw.port) as nginx:
             reads, _ = await timed_stream(nginx.url + "/v1/chat/completions", {
