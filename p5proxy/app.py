@@ -18,6 +18,8 @@ from .middleware import gateway_middleware
 from .plugins import Registry, build_registry, make_plugin_manager
 from .routes import anthropic, info, openai
 from .routing import Router
+from .flight import Flight
+from .response_cache import ResponseCache
 from .shared_redis import SharedRedis
 from .upstream import UpstreamClient
 
@@ -34,6 +36,8 @@ class GatewayState:
     router: Router
     upstream: UpstreamClient
     redis: SharedRedis | None = None   # shared by instances; None when not configured
+    cache: ResponseCache | None = None   # None: cache disabled
+    flights: dict[str, Flight] = field(default_factory=dict)   # answers under way, by cache key
     streams: set[asyncio.Task[Any]] = field(default_factory=set)   # handlers writing a stream
     stopping: bool = False
 
@@ -49,6 +53,7 @@ def create_app(config: Config, *, pm: pluggy.PluginManager | None = None) -> web
     if config.shared_redis_url:
         state.redis = SharedRedis(config.shared_redis_url, prefix=config.redis.prefix,
                                   op_timeout=config.redis.op_timeout)
+    state.cache = pm.hook.p5proxy_response_cache(config=config, redis=state.redis)
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[gateway_middleware])
     app[STATE] = state
@@ -82,6 +87,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         if inspect.isawaitable(result):
             await result
     yield
+    if state.cache is not None:
+        await state.cache.close()
     await state.upstream.close()
     if state.redis is not None:
         await state.redis.close()

@@ -26,6 +26,7 @@ from ..provider import Route
 from ..surfaces import Surface
 from ..tokens import estimate_from_body_size, estimate_input_tokens
 from ..upstream import Waited
+from .shared_answer import CACHE_HEADER, CACHE_SOURCE_HEADER, open_answer
 
 __all__ = ["read_json", "handle_chat", "SSE_HEADERS", "OVERHEAD_HEADER"]
 
@@ -66,7 +67,10 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     state = request.app[STATE]
     req = surface.decode(await read_json(request), request.headers)
     waited = Waited()
-    batches, first, route = await _start(state, req, state.router.resolve(req.model), waited)
+    answer = await open_answer(state, request, req, state.router.resolve(req.model), waited,
+                               _start)
+    batches, first, route = answer.rest, answer.first, answer.route
+    cache_headers = {CACHE_HEADER: answer.status, CACHE_SOURCE_HEADER: answer.source}
     passthrough = route.provider.protocol == req.ingress and not req.rewritten
     estimate = 0
     if not passthrough:   # message_start needs input tokens before the upstream reports them
@@ -83,15 +87,16 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
             final = agg.result()
             if passthrough and final.body is not None and not route.filters:
                 # same protocol, untouched: the upstream's answer as it is, every field kept
-                answer = {**final.body, "model": req.model}
+                body = {**final.body, "model": req.model}
             else:
-                answer = surface.render_response(final, model=req.model,
+                body = surface.render_response(final, model=req.model,
                                                  input_estimate=estimate, passthrough=passthrough)
-            return web.Response(body=orjson.dumps(answer), content_type="application/json",
-                                headers={OVERHEAD_HEADER: _overhead_ms(started, waited)})
+            return web.Response(body=orjson.dumps(body), content_type="application/json",
+                                headers={OVERHEAD_HEADER: _overhead_ms(started, waited),
+                                         **cache_headers})
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
-        resp = web.StreamResponse(headers=SSE_HEADERS)
+        resp = web.StreamResponse(headers={**SSE_HEADERS, **cache_headers})
         resp.headers[surface.request_id_header] = request[REQUEST_ID]
         resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited)   # up to the first byte
         await resp.prepare(request)

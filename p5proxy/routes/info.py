@@ -52,6 +52,7 @@ async def health(request: web.Request) -> web.Response:
         "default_model": state.config.default_model,
         "auth": "keys" if state.config.auth_keys else "open",
         "redis": state.redis.describe() if state.redis is not None else None,
+        "cache": state.cache.describe() if state.cache is not None else {"enabled": False},
     })
 
 
