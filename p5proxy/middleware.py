@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from .appkeys import CLIENT_IP, REQUEST_ID, STATE
+from . import metrics, record
+from .admin import is_admin_path
+from .appkeys import CLIENT_IP, RECORD, REQUEST_ID, STATE
 from .forwarded import client_ip
 from .errors import AuthError, P5ProxyError, UnknownModel, kind_for_status
-from .ids import request_id
 from .surfaces import ANTHROPIC, OPENAI, Surface
 
 __all__ = ["gateway_middleware", "surface_for", "client_key"]
@@ -52,6 +53,12 @@ def _check_auth(request: web.Request, keys: tuple[str, ...]) -> None:
         raise AuthError("invalid API key")
 
 
+def _note_error(request: web.Request, err: P5ProxyError) -> None:
+    rec = request.get(RECORD)
+    if rec is not None:
+        record.note_error(rec, err)
+
+
 def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Response:
     surface = surface_for(request)
     status = surface.error_status(err)
@@ -66,29 +73,52 @@ def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Re
 
 @web.middleware
 async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = request_id()
+    rec = record.begin(request, surface_for(request).name)
+    if not request.path.startswith("/v1/"):   # only API requests are counted, logged, stored
+        return await _handle(request, handler, rec.request_id)
+    try:
+        resp = await _handle(request, handler, rec.request_id)
+    except BaseException as exc:
+        record.finish(request, rec, None, exc)
+        raise
+    record.finish(request, rec, resp, None)
+    return resp
+
+
+async def _handle(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
     request[REQUEST_ID] = rid
     config = request.app[STATE].config
     proxies = config.server.trusted_proxies
-    request[CLIENT_IP] = (client_ip(request.remote, request.headers.get("X-Forwarded-For"),
-                                    proxies) if proxies else request.remote)
+    if proxies:   # behind a trusted proxy: the X-Forwarded-For client (p5proxy/forwarded.py)
+        ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), proxies)
+        request[RECORD].client_ip = ip
+    else:
+        ip = request.remote
+    request[CLIENT_IP] = ip
     try:
         keys = config.auth_keys
-        if keys and request.path not in _OPEN_PATHS:
+        if keys and request.path not in _OPEN_PATHS and not (
+                request.path == "/metrics" and metrics.keys(config)) \
+                and not is_admin_path(request.path):   # these check their own key
             _check_auth(request, keys)
+        if config.logging.bodies and request.can_read_body:
+            request[RECORD].request_body = await request.read()   # aiohttp keeps it for the handler
         resp = await handler(request)
     except P5ProxyError as err:
         if err.status >= 500:
             log.warning("%s %s from %s -> %s: %s", request.method, request.path,
                         request[CLIENT_IP], err.status, err.message)
         resp = _error_response(request, err, rid)
+        _note_error(request, err)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         message = exc.text if exc.status != 404 else f"no route for {request.method} {request.path}"
         err_cls = UnknownModel if exc.status == 404 else P5ProxyError
-        resp = _error_response(request, err_cls(message or exc.reason, status=exc.status,
-                                                kind=kind_for_status(exc.status)), rid)
+        http_err = err_cls(message or exc.reason, status=exc.status,
+                           kind=kind_for_status(exc.status))
+        resp = _error_response(request, http_err, rid)
+        _note_error(request, http_err)
     if not resp.prepared:
         resp.headers.setdefault(surface_for(request).request_id_header, rid)
     return resp

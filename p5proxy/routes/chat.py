@@ -23,6 +23,7 @@ from ..canonical import ChatRequest, ErrorEvent
 from ..errors import InvalidRequest, P5ProxyError, PayloadTooLarge, UpstreamError
 from ..filters import apply_filters
 from ..provider import Route
+from ..record import note_cache, note_request, note_route, note_usage, tap
 from ..surfaces import Surface
 from ..tokens import estimate_from_body_size, estimate_input_tokens
 from ..upstream import Waited
@@ -66,11 +67,13 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     started = time.perf_counter()
     state = request.app[STATE]
     req = surface.decode(await read_json(request), request.headers)
+    note_request(request, req)   # the request log record (record.py)
     waited = Waited()
-    answer = await open_answer(state, request, req, state.router.resolve(req.model), waited,
-                               _start)
+    route = note_route(request, state.router.resolve(req.model))
+    answer = await open_answer(state, request, req, route, waited, _start)
     batches, first, route = answer.rest, answer.first, answer.route
     cache_headers = {CACHE_HEADER: answer.status, CACHE_SOURCE_HEADER: answer.source}
+    note_cache(request, answer.status, answer.source)
     passthrough = route.provider.protocol == req.ingress and not req.rewritten
     estimate = 0
     if not passthrough:   # message_start needs input tokens before the upstream reports them
@@ -85,6 +88,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                 for ev in batch:
                     agg.feed(ev)
             final = agg.result()
+            note_usage(request, final.usage)
             if passthrough and final.body is not None and not route.filters:
                 # same protocol, untouched: the upstream's answer as it is, every field kept
                 body = {**final.body, "model": req.model}
@@ -96,6 +100,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                                          **cache_headers})
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
+        renderer = tap(request, renderer)   # notes time to first byte, usage, error events
         resp = web.StreamResponse(headers={**SSE_HEADERS, **cache_headers})
         resp.headers[surface.request_id_header] = request[REQUEST_ID]
         resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited)   # up to the first byte
