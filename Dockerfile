@@ -18,7 +18,10 @@ COPY plugins ./plugins
 RUN pip install . && rm -rf /src
 
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin p5proxy \
-    && mkdir -p /etc/p5proxy
+    && mkdir -p /etc/p5proxy /var/lib/p5proxy && chown p5proxy /var/lib/p5proxy
+# The request log (SQLite, unless logs.database_url says otherwise) lives here.
+ENV P5PROXY_DATA_DIR=/var/lib/p5proxy
+VOLUME /var/lib/p5proxy
 USER p5proxy
 WORKDIR /tmp
 

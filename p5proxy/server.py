@@ -19,9 +19,7 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .appkeys import CLIENT_IP
-
-from .appkeys import STATE
+from .appkeys import CLIENT_IP, STATE
 from .reload import reload_app
 
 __all__ = ["serve", "DEFAULT_GRACE_SECS"]

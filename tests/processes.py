@@ -97,6 +97,7 @@ class GatewayProcess:
         if self.access_log:
             args.append("--access-log")
         env = {k: v for k, v in os.environ.items() if not k.startswith("P5PROXY_")}
+        env["P5PROXY_DATA_DIR"] = str(self.config_path.parent / "p5proxy-data")  # request log
         env.update(self.env or {})
         env["P5PROXY_LOAD_PLUGINS"] = ""   # no entry-point plugins of the machine
         with open(self.log_path, "wb") as log:

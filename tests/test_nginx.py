@@ -275,7 +275,11 @@ async def test_forwarded_for_trusted_only_from_configured_proxies(
     line = next(ln for ln in log.splitlines() if '"POST /v1/chat/completions' in ln)
     # nginx sent "X-Forwarded-For: 203.0.113.9, 127.0.0.1" from 127.0.0.1
     client = line.split("aiohttp.access: ", 1)[1].split(" ", 1)[0]
-    assert client == (claimed if trusted else "127.0.0.1"), line
+    expected = claimed if trusted else "127.0.0.1"
+    assert client == expected, line
+    # the per-request record (p5proxy.access line, request log store) has the same address
+    records = [ln for ln in log.splitlines() if "p5proxy.access" in ln and "client_ip=" in ln]
+    assert records and all(f"client_ip={expected}" in ln for ln in records), log
     assert fake.last.headers.get("x-forwarded-for") is None   # not leaked upstream
 
 

@@ -19,9 +19,11 @@ What they send (one-api `controller/channel-test.go`, `controller/channel-billin
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 import aiohttp
+import httpx
 import orjson
 import pytest
 
@@ -289,3 +291,24 @@ async def test_timeout_does_not_disable(make_gateway: Any) -> None:
         headers=openai_channel_headers())
     assert status == 504 and int(headers["Retry-After"]) > 0
     assert not should_disable(status, orjson.loads(raw)["error"])
+
+
+async def test_usage_is_estimated_when_a_same_protocol_upstream_reports_none(
+        make_gateway: Any) -> None:
+    """Some OpenAI-compatible servers ignore stream_options: the usage chunk one-api bills from
+    still carries a prompt token count (the gateway's estimate) rather than 0."""
+    gw = await make_gateway()
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi there"},
+                          "finish_reason": None}]}
+    end = {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    gw.openai.replies.append(Reply(raw_sse=b"".join(
+        b"data: " + json.dumps(c).encode() + b"\n\n" for c in (chunk, end)) + b"data: [DONE]\n\n"))
+    body = {"model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "a question of some length " * 20}]}
+    async with httpx.AsyncClient(timeout=20) as client:
+        resp = await client.post(gw.url + "/v1/chat/completions", json=body,
+                                 headers={"Authorization": "Bearer k"})
+    usage = [json.loads(line[6:]) for line in resp.text.splitlines()
+             if line.startswith("data: {") and '"usage":{' in line][-1]["usage"]
+    assert usage["prompt_tokens"] > 50

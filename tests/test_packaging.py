@@ -106,7 +106,8 @@ async def test_start_sh_creates_venv_then_starts(tmp_path: Path) -> None:
         started = time.monotonic()
         with open(log, "w") as out:
             proc = subprocess.Popen(["sh", str(checkout / "start.sh"), "--host", "127.0.0.1"],
-                                    cwd=tmp_path, env=offline_env(), stdout=out,
+                                    cwd=tmp_path, stdout=out, env=offline_env(
+                                        P5PROXY_DATA_DIR=str(tmp_path / "p5proxy-data")),
                                     stderr=subprocess.STDOUT)
         try:
             await wait_http(f"http://127.0.0.1:{port}/health", timeout=200, proc=proc)
@@ -214,6 +215,10 @@ def test_dockerfile_and_compose_agree_with_the_code() -> None:
     assert re.search(r"^FROM python:3\.1[1-9]-slim", docker, re.M)
     assert re.search(r"^USER (?!root)\S+", docker, re.M)
     assert f"EXPOSE {DEFAULT_PORT}" in docker
+    image_env = {name for block in re.findall(r"^ENV ((?:.*\\\n)*.*)$", docker, re.M)
+                 for name in re.findall(r"([A-Z][A-Z0-9_]*)=", block)}
+    assert "P5PROXY_DATA_DIR" in image_env
+    assert {n for n in image_env if not n.startswith(("PYTHON", "PIP_"))} <= env_vars_read_by_code()
     health = re.search(r"^HEALTHCHECK .*?CMD (.*)$", docker, re.M | re.S)
     assert health and "/health" in health.group(1)
     for copied in re.findall(r"^COPY (.+) \S+$", docker, re.M):

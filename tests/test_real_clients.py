@@ -192,3 +192,22 @@ async def test_openai_agents_function_tool_round_trip(gateway: Gateway, tmp_path
     assert [t["name"] for t in first["tools"]] == ["run_command"]
     assert any(b.get("type") == "tool_result" for m in second["messages"]
                if isinstance(m["content"], list) for b in m["content"])
+
+
+@pytest.mark.timeout(240)
+async def test_claude_code_through_nginx(aiohttp_server: Any, tmp_path: Path,
+                                         dirs: tuple[Path, Path]) -> None:
+    """The production chain: Claude Code -> nginx (config/nginx.conf) -> gateway -> upstream."""
+    from tests.test_nginx import Nginx, nginx_bin
+
+    binary, nginx = claude_bin(), nginx_bin()
+    fake, url = await start_fake(aiohttp_server, FakeOpenAI(responder=agent_reply))
+    work, home = dirs
+    cfg = gateway_config({"type": "openai", "base_url": url, "api_key": "sk-upstream"})
+    async with GatewayProcess(tmp_path, cfg) as gw:
+        async with Nginx(nginx, tmp_path, gw.port) as proxy:
+            result = await run_claude(binary, gateway=proxy.url, workdir=work, home=home,
+                                      prompt="Write the proof file with a shell command.")
+    assert (work / "proof.txt").read_text().strip() == PROOF_TEXT
+    assert result["is_error"] is False, result
+    assert f"The command printed: {PROOF_TEXT}" in result["result"]
