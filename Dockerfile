@@ -1,8 +1,9 @@
-# p5proxy container.
+# p5proxy container: slim Python, non-root, port 18185, configuration mounted read-only.
 #   docker build -t p5proxy .
 #   docker run -p 18185:18185 -e OPENAI_BASE_URL=... -e OPENAI_API_KEY=... p5proxy
-#   docker run -p 18185:18185 -v $PWD/config.yaml:/etc/p5proxy/config.yaml:ro \
+#   docker run -p 18185:18185 -v $PWD/p5proxy.yaml:/etc/p5proxy/config.yaml:ro \
 #       -e P5PROXY_CONFIG=/etc/p5proxy/config.yaml p5proxy
+# docker-compose.yml adds Redis for the response cache. Guide: docs/deploy.md.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -17,11 +18,17 @@ COPY plugins ./plugins
 RUN pip install . && rm -rf /src
 
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin p5proxy \
-    && mkdir -p /etc/p5proxy
+    && mkdir -p /etc/p5proxy /var/lib/p5proxy && chown p5proxy /var/lib/p5proxy
+# The request log (SQLite, unless logs.database_url says otherwise) lives here.
+ENV P5PROXY_DATA_DIR=/var/lib/p5proxy
+VOLUME /var/lib/p5proxy
 USER p5proxy
 WORKDIR /tmp
 
 EXPOSE 18185
 # Without P5PROXY_CONFIG the gateway starts on embedded defaults and routes from
-# OPENAI_BASE_URL / OPENAI_API_KEY / ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY.
+# OPENAI_BASE_URL / OPENAI_API_KEY / ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY (.env.example).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % (os.environ.get('P5PROXY_PORT') or 18185), timeout=4)"
+STOPSIGNAL SIGTERM
 CMD ["p5proxy", "serve", "--host", "0.0.0.0"]

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .forwarded import Network, parse_networks
 
 __all__ = ["Config", "ServerConfig", "AdminConfig", "CacheConfig", "RedisConfig", "ProviderConfig",
            "ModelConfig", "Timeouts", "RetryConfig", "load_config", "LoggingConfig", "LogsConfig",
@@ -56,6 +57,7 @@ class ServerConfig:
     grace_secs: float = 30.0          # on SIGTERM: how long in-flight requests may take to finish
     pool_limit: int = 1000            # upstream connections in total
     pool_limit_per_host: int = 0      # 0: no per-host cap
+    trusted_proxies: tuple[Network, ...] = ()   # X-Forwarded-For is believed only from these
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +259,12 @@ def load_config(path: str | os.PathLike[str] | None = None,
         admin = data.get("admin")
         data["admin"] = {**(admin if isinstance(admin, dict) else {}), "key": admin_env,
                          "key_sha256": None}
+    proxies_env = env.get("P5PROXY_TRUSTED_PROXIES")
+    if proxies_env:   # comma-separated; replaces server.trusted_proxies of the file
+        data.setdefault("server", {})
+        if isinstance(data["server"], dict):
+            data["server"] = {**data["server"], "trusted_proxies": [
+                p.strip() for p in proxies_env.split(",") if p.strip()]}
     return config_from_dict(data, source=source)
 
 
@@ -346,7 +354,7 @@ class _Checker:
 
 
 _SERVER_KEYS = {"host", "port", "max_body_bytes", "heartbeat_secs", "grace_secs", "pool_limit",
-                "pool_limit_per_host"}
+                "pool_limit_per_host", "trusted_proxies"}
 _TOP_KEYS = {"server", "auth", "providers", "models", "default_model", "default_max_tokens",
              "plugins_dir", "plugins", "cache", "redis", "admin", "logging", "logs", "metrics",
              "retry", "upstream_proxy"}
@@ -413,6 +421,9 @@ def _server(c: _Checker, raw: dict[str, Any]) -> ServerConfig:
     port = c.number(raw.get("port"), "server.port", d.port, integer=True, minimum=0)
     if port > 65535:
         c.fail("server.port", f"must be at most 65535, got {port}")
+    proxies, bad = parse_networks(c.strings(raw.get("trusted_proxies"), "server.trusted_proxies"))
+    for value in bad:
+        c.fail("server.trusted_proxies", f"{value!r} is not an IP address or CIDR network")
     return ServerConfig(
         host=c.string(raw.get("host"), "server.host") or d.host,
         port=port,
@@ -425,6 +436,7 @@ def _server(c: _Checker, raw: dict[str, Any]) -> ServerConfig:
                             integer=True, minimum=0),
         pool_limit_per_host=c.number(raw.get("pool_limit_per_host"), "server.pool_limit_per_host",
                                      d.pool_limit_per_host, integer=True, minimum=0),
+        trusted_proxies=proxies,
     )
 
 

@@ -25,7 +25,7 @@ _HEARTBEAT_BATCH: Batch = [HEARTBEAT]
 
 class Flight:
     __slots__ = ("key", "log", "done", "error", "readers", "joined", "task", "_wake",
-                 "heartbeat_secs", "route", "on_end")
+                 "heartbeat_secs", "route", "on_end", "streaming")
 
     def __init__(self, key: str, *, heartbeat_secs: float) -> None:
         self.key = key
@@ -39,6 +39,7 @@ class Flight:
         self.heartbeat_secs = heartbeat_secs
         self.route: Any = None               # the route that answered (set by the producer)
         self.on_end: list[Callable[[Flight], None]] = []
+        self.streaming = False               # the upstream answered and streams (keep-alives seen)
 
     def start(self, producer: AsyncIterator[Batch]) -> None:
         self.task = asyncio.get_running_loop().create_task(self._pump(producer))
@@ -50,6 +51,9 @@ class Flight:
                 if batch and not (len(batch) == 1 and isinstance(batch[0], Heartbeat)):
                     self.log.append(batch)
                     self._notify()
+                elif not self.streaming:   # answered, silent before its first event (thinking)
+                    self.streaming = True
+                    self._notify()
         except asyncio.CancelledError:
             self.error = UpstreamError("the upstream request was cancelled", status=503,
                                        kind="overloaded_error")
@@ -60,10 +64,21 @@ class Flight:
             if aclose is not None:
                 with contextlib.suppress(BaseException):
                     await aclose()
-            self.done = True
-            self._notify()
-            for callback in self.on_end:
-                callback(self)
+            self._end()
+
+    def abandon(self, exc: BaseException) -> None:
+        """End a flight that never started; its readers get an error, not a hang."""
+        if not isinstance(exc, Exception):   # cancelled: the one who would have asked left
+            exc = UpstreamError("the request this one joined was cancelled", status=503,
+                                kind="overloaded_error")
+        self.error = exc
+        self._end()
+
+    def _end(self) -> None:
+        self.done = True
+        self._notify()
+        for callback in self.on_end:
+            callback(self)
 
     def _notify(self) -> None:
         wake, self._wake = self._wake, asyncio.Event()
@@ -84,7 +99,8 @@ class Flight:
 
     async def read(self) -> AsyncGenerator[Batch, None]:
         """Every batch from the start; the producer's exception is raised where it happened.
-        While the producer is silent after its first batch, the reader gets keep-alives."""
+        While the producer is silent after its first batch, or after the upstream answered but
+        before its first event (a model thinking), the reader gets keep-alives."""
         self.readers += 1
         if self.readers > 1:
             self.joined += 1
@@ -100,7 +116,7 @@ class Flight:
                         raise self.error
                     return
                 wake = self._wake
-                if not self.log:
+                if not self.log and not self.streaming:
                     await wake.wait()
                     continue
                 try:

@@ -11,7 +11,8 @@ from aiohttp import web
 
 from . import metrics, record
 from .admin import is_admin_path
-from .appkeys import RECORD, REQUEST_ID, STATE
+from .appkeys import CLIENT_IP, RECORD, REQUEST_ID, STATE
+from .forwarded import client_ip
 from .errors import AuthError, P5ProxyError, UnknownModel, kind_for_status
 from .surfaces import ANTHROPIC, OPENAI, Surface
 
@@ -20,6 +21,8 @@ __all__ = ["gateway_middleware", "surface_for", "client_key"]
 log = logging.getLogger("p5proxy")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPEN_PATHS = frozenset(("/", "/health", "/api/hello"))
+_TRANSIENT = frozenset((429, 500, 502, 503, 504, 529))   # worth a retry: they carry Retry-After
+_RETRY_AFTER = "2"                                  # seconds, when the upstream gave none
 
 
 def surface_for(request: web.Request) -> Surface:
@@ -58,10 +61,13 @@ def _note_error(request: web.Request, err: P5ProxyError) -> None:
 
 def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Response:
     surface = surface_for(request)
+    status = surface.error_status(err)
     resp = web.Response(body=orjson.dumps(surface.error_body(err, rid)),
-                        status=surface.error_status(err), content_type="application/json")
+                        status=status, content_type="application/json")
     if err.retry_after:
         resp.headers["Retry-After"] = err.retry_after
+    elif status in _TRANSIENT:   # so that front-ends (one-api, SDKs) back off and retry
+        resp.headers["Retry-After"] = _RETRY_AFTER
     return resp
 
 
@@ -81,8 +87,14 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 async def _handle(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
     request[REQUEST_ID] = rid
+    config = request.app[STATE].config
+    proxies = config.server.trusted_proxies
+    request[CLIENT_IP] = (client_ip(request.remote, request.headers.get("X-Forwarded-For"),
+                                    proxies) if proxies else request.remote)
+    rec = request.get(RECORD)
+    if rec is not None:   # recorded and logged as the client, not as the proxy in front
+        rec.client_ip = request[CLIENT_IP]
     try:
-        config = request.app[STATE].config
         keys = config.auth_keys
         if keys and request.path not in _OPEN_PATHS and not (
                 request.path == "/metrics" and metrics.keys(config)) \
@@ -93,7 +105,8 @@ async def _handle(request: web.Request, handler: Handler, rid: str) -> web.Strea
         resp = await handler(request)
     except P5ProxyError as err:
         if err.status >= 500:
-            log.warning("%s %s -> %s: %s", request.method, request.path, err.status, err.message)
+            log.warning("%s %s from %s -> %s: %s", request.method, request.path,
+                        request[CLIENT_IP], err.status, err.message)
         resp = _error_response(request, err, rid)
         _note_error(request, err)
     except web.HTTPException as exc:

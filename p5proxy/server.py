@@ -17,8 +17,9 @@ import signal
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
-from .appkeys import STATE
+from .appkeys import CLIENT_IP, STATE
 from .reload import reload_app
 
 __all__ = ["serve", "DEFAULT_GRACE_SECS"]
@@ -26,6 +27,18 @@ __all__ = ["serve", "DEFAULT_GRACE_SECS"]
 log = logging.getLogger("p5proxy.server")
 DEFAULT_GRACE_SECS = 30.0
 AppFactory = Callable[[], web.Application]
+
+
+class ClientAccessLogger(AbstractAccessLogger):
+    """`--access-log` lines with the client's address as the middleware resolved it (the
+    X-Forwarded-For client behind a trusted proxy, see p5proxy/forwarded.py)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        client = request.get(CLIENT_IP) or request.remote or "-"
+        self.logger.info('%s "%s %s HTTP/%d.%d" %d %d %.3fs "%s"', client, request.method,
+                         request.path_qs, request.version.major, request.version.minor,
+                         response.status, response.body_length, time,
+                         request.headers.get("User-Agent", "-"))
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -51,7 +64,8 @@ async def _run(make_app: AppFactory, host: str, port: int, *, access_log: bool,
     runner = web.AppRunner(app,
                            handler_cancellation=True,   # a client that leaves cancels its upstream call
                            shutdown_timeout=grace,
-                           access_log=logging.getLogger("aiohttp.access") if access_log else None)
+                           access_log=logging.getLogger("aiohttp.access") if access_log else None,
+                           access_log_class=ClientAccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port or None)
     await site.start()

@@ -81,10 +81,13 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     cache_headers = {CACHE_HEADER: answer.status, CACHE_SOURCE_HEADER: answer.source}
     note_cache(request, answer.status, answer.source)
     passthrough = route.provider.protocol == req.ingress and not req.rewritten
-    estimate = 0
-    if not passthrough:   # message_start needs input tokens before the upstream reports them
-        size = request.content_length
-        estimate = estimate_from_body_size(req, size) if size else estimate_input_tokens(req)
+    # input tokens for when the upstream reports none: message_start needs them before any
+    # upstream does, and some OpenAI-compatible servers never send usage in a stream
+    size = request.content_length
+    if size:
+        estimate = estimate_from_body_size(req, size)
+    else:
+        estimate = 0 if passthrough else estimate_input_tokens(req)
     async with contextlib.aclosing(batches) as stream:
         if not req.stream:
             agg = Aggregator()

@@ -1,4 +1,5 @@
-"""GET /v1/models (both SDK shapes), /health, and the root that Claude Code preflights."""
+"""GET /v1/models (both SDK shapes), /health, the root that Claude Code preflights, and the
+billing endpoints that one-api / new-api poll on an OpenAI-type channel."""
 
 from __future__ import annotations
 
@@ -53,6 +54,36 @@ async def health(request: web.Request) -> web.Response:
         "redis": state.redis.describe() if state.redis is not None else None,
         "cache": state.cache.describe() if state.cache is not None else {"enabled": False},
     })
+
+
+# OpenAI's legacy dashboard billing API, as one-api / new-api poll it for an OpenAI-type channel
+# (balance = hard_limit_usd - total_usage / 100; a balance <= 0 or an error disables the
+# channel). The gateway sets no spending limit and keeps no cost ledger, and says exactly that:
+# the "unlimited" amount those front-ends use themselves, and no usage.
+UNLIMITED_USD = 100000000.0
+
+
+@routes.get("/v1/dashboard/billing/subscription")
+async def billing_subscription(request: web.Request) -> web.Response:
+    return web.json_response({
+        "object": "billing_subscription", "has_payment_method": True,
+        "soft_limit_usd": UNLIMITED_USD, "hard_limit_usd": UNLIMITED_USD,
+        "system_hard_limit_usd": UNLIMITED_USD, "access_until": 0,
+        "plan": {"id": "p5proxy", "title": "p5proxy gateway"},
+    })
+
+
+@routes.get("/v1/dashboard/billing/usage")
+async def billing_usage(request: web.Request) -> web.Response:
+    # start_date / end_date (YYYY-MM-DD) are accepted and not needed: there is nothing to sum.
+    return web.json_response({"object": "list", "daily_costs": [], "total_usage": 0.0})
+
+
+@routes.get("/v1/dashboard/billing/credit_grants")
+async def billing_credit_grants(request: web.Request) -> web.Response:
+    return web.json_response({"object": "credit_summary", "total_granted": UNLIMITED_USD,
+                              "total_used": 0.0, "total_available": UNLIMITED_USD,
+                              "grants": {"object": "list", "data": []}})
 
 
 @routes.get("/")

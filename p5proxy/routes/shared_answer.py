@@ -146,7 +146,19 @@ async def open_answer(state: Any, request: web.Request, req: ChatRequest, route:
         cache.stats.bypasses += 1
     flight = Flight(key, heartbeat_secs=state.config.server.heartbeat_secs)
     status, source = ("MISS" if read else "BYPASS"), "live"
-    remote = await cache.follow(key) if read and settings.dedup else None
+    if store:
+        ttl = settings.tool_ttl_secs if req.tools else settings.ttl_secs
+        flight.on_end.append(_store_when_done(cache, key, ttl))
+    if read and settings.dedup:
+        # registered before the first await, so that identical requests of this instance
+        # join it here rather than through Redis
+        flights[key] = flight
+        flight.on_end.append(_forget(flights))
+    try:
+        remote = await cache.follow(key) if read and settings.dedup else None
+    except BaseException as exc:   # e.g. this client left: those who joined must not wait
+        flight.abandon(exc)
+        raise
     if remote is not None:
         cache.stats.remote_joins += 1
         status, source = "HIT", "inflight"
@@ -157,12 +169,6 @@ async def open_answer(state: Any, request: web.Request, req: ChatRequest, route:
         flight.start(_upstream(start, state, req, route, waited, flight))
         if read and settings.dedup:
             cache.lead(key, flight)
-    if store:
-        ttl = settings.tool_ttl_secs if req.tools else settings.ttl_secs
-        flight.on_end.append(_store_when_done(cache, key, ttl))
-    if read and settings.dedup:
-        flights[key] = flight
-        flight.on_end.append(_forget(flights))
     reader = flight.read()
     first = await anext(reader, [])
     return Answer(first, reader, flight.route or route, status, source)

@@ -5,6 +5,7 @@ Standalone, for trying real clients (Claude Code) by hand:
     python -m tests.fakes.scripted --format openai --port 18300
 `--emulated` makes it a text-only model for tool-use emulation (`tools: emulate`): it reads the
 tools from the `<functions>` list in the system prompt and answers with `<function_calls>` XML.
+`--plain` never asks for a tool: it answers `You asked: <the last user text>`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from .anthropic_upstream import FakeAnthropic
 from .openai_upstream import FakeOpenAI
 from .replies import Reply
 
-__all__ = ["agent_reply", "emulated_reply", "PROOF_COMMAND", "PROOF_TEXT"]
+__all__ = ["agent_reply", "emulated_reply", "plain_reply", "last_user_text", "PROOF_COMMAND",
+           "PROOF_TEXT"]
 
 PROOF_TEXT = "p5proxy-round-trip-ok"
 PROOF_COMMAND = f"echo {PROOF_TEXT} > proof.txt && cat proof.txt"
@@ -99,14 +101,37 @@ def emulated_reply(body: dict[str, Any]) -> Reply:
                  stop_sequence="</function_calls>")
 
 
+_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.S)
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    """The last user message's own text: Claude Code also puts <system-reminder> blocks there."""
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        blocks = [content] if isinstance(content, str) else [
+            str(b.get("text", "")) for b in content or [] if isinstance(b, dict)]
+        texts = [t for t in (_REMINDER.sub("", b).strip() for b in blocks) if t]
+        if texts:
+            return texts[-1]
+    return ""
+
+
+def plain_reply(body: dict[str, Any]) -> Reply:
+    """A model that answers without tools, from the conversation: it repeats the question."""
+    return Reply(text=f"You asked: {last_user_text(body)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--format", choices=("openai", "anthropic"), default="openai")
     parser.add_argument("--port", type=int, default=18300)
     parser.add_argument("--emulated", action="store_true",
                         help="text only: tool calls as <function_calls> XML")
+    parser.add_argument("--plain", action="store_true", help="never ask for a tool")
     args = parser.parse_args()
-    responder = emulated_reply if args.emulated else agent_reply
+    responder = plain_reply if args.plain else emulated_reply if args.emulated else agent_reply
     fake = (FakeOpenAI if args.format == "openai" else FakeAnthropic)(responder=responder)
     fake.require_key = False
     web.run_app(fake.app(), host="127.0.0.1", port=args.port)
