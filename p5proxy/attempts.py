@@ -166,8 +166,8 @@ def _final(err: UpstreamError, provider: Provider) -> UpstreamError:
         if len(provider.pool) and provider.pool.retry_after() is not None:
             return _no_usable_key(provider)   # the other keys are cooling: a 429 for now
         return CredentialsRejected(
-            f"upstream {provider.name} is not available: it did not accept the gateway's "
-            "credentials (see the gateway's log)", status=502, kind="api_error",
+            f"upstream {provider.name} is not available right now: it refused the gateway's "
+            "upstream key (see the gateway's log)", status=502, kind="api_error",
             provider=provider.name)
     if err.status == 429 and len(provider.pool):
         wait = provider.pool.retry_after()
