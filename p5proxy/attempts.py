@@ -19,6 +19,7 @@ from .errors import UpstreamError, UpstreamStatusError
 from .filters import apply_filters
 from .imagefetch import inline_images
 from .keypool import PoolKey
+from .metrics import count_fallback, count_retry
 from .provider import Provider, Route
 from .retry import (AUTH_STATUSES, Budget, CredentialsRejected, NoUsableKey, backoff,
                     parse_retry_after, retryable)
@@ -57,6 +58,7 @@ async def start_upstream(state: Any, req: ChatRequest, route: Route, waited: Wai
             if n == len(names) - 1 or not retryable(err):
                 raise
             failure = err
+            count_fallback(route.provider.name)
             continue
         waited.fallback = name
         return batches, first, route
@@ -101,6 +103,7 @@ async def _attempts(state: Any, req: ChatRequest, route: Route, waited: Waited, 
                 raise _final(err, provider) from None
             log.info("upstream %s failed (%s); retry %d in %.2fs", provider.name, err.message,
                      attempt, delay)
+            count_retry(provider.name)
             await budget.wait(delay)
             _restore(req, pristine)
 

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .metrics import count_cooldown
+
 __all__ = ["KeyPool", "PoolKey", "SharedState", "mask", "key_id", "SYNC_SECS", "DISABLED_TTL"]
 
 log = logging.getLogger("p5proxy.keys")
@@ -125,6 +127,7 @@ class KeyPool:
         until = time.time() + seconds
         if until > self._cool_until.get(key.group, 0.0):
             self._cool_until[key.group] = until
+        count_cooldown(self.provider)
         log.info("upstream %s: key %s rate-limited, cooling %s for %.1fs", self.provider,
                  mask(key.key), key.group.split(":", 1)[0], seconds)
         if self._shared is not None:

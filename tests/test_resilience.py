@@ -421,3 +421,22 @@ async def test_a_disabled_key_comes_back_on_reload(tmp_path: Any, aiohttp_server
     await ask(url)
     await ask(url)
     assert [r.key for r in faulty.requests] == [a, b, a, b]
+
+
+async def test_retries_fallbacks_and_cooldowns_are_counted(
+        aiohttp_server: Any, faulty: FaultyUpstream, fake_anthropic: Any) -> None:
+    from p5proxy.metrics import REGISTRY
+
+    def sample(name: str, provider: str) -> float:
+        return REGISTRY.get_sample_value(name, {"provider": provider}) or 0.0
+
+    names = ("p5proxy_upstream_retries_total", "p5proxy_fallbacks_total",
+             "p5proxy_key_cooldowns_total")
+    before = [sample(n, "fx") for n in names]
+    faulty.faults += [status(429), status(503), status(503)]
+    _, an_url = fake_anthropic
+    url = await start_gateway(aiohttp_server, with_fallback(config(
+        faulty.base_url, retry={**FAST, "cooldown_base": 0.01}), an_url))
+    assert await ask(url) == FakeAnthropic.default_text
+    after = [sample(n, "fx") for n in names]
+    assert [b - a for a, b in zip(before, after)] == [2, 1, 1]
