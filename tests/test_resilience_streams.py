@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import start_gateway
 from tests.fakes.faulty_upstream import (FaultyUpstream, broken_chunked, ok, reset_after,
                                          stall_after, stall_before_headers, start_faulty,
-                                         truncated)
+                                         status, truncated)
 from tests.test_resilience import FAST, HI, an, ask, config, oa
 
 LONG = "the quick brown fox jumps over the lazy dog " * 4
@@ -252,3 +252,17 @@ async def _eventually(condition: Any, timeout: float = 3.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+async def test_a_client_leaving_during_a_backoff_stops_the_retries(
+        aiohttp_server: Any, faulty: FaultyUpstream) -> None:
+    faulty.faults += [status(503, "1.5")]
+    cfg = config(faulty.base_url, retry={**FAST, "backoff_max": 5})
+    url = await start_gateway(aiohttp_server, cfg)
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(asyncio.TimeoutError):
+            async with session.post(url + "/v1/chat/completions", json=CHAT,
+                                    timeout=aiohttp.ClientTimeout(total=0.5)):
+                pass
+    await asyncio.sleep(2)   # past the Retry-After the gateway was waiting for
+    assert len(faulty.requests) == 1
