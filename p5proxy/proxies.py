@@ -64,7 +64,8 @@ def _bypassed(host: str, port: int | None, proxies: dict[str, str]) -> bool:
     if "no" not in proxies:
         return False
     target = f"{host}:{port}" if port else host
-    return bool(urllib.request.proxy_bypass_environment(target, proxies))   # type: ignore[attr-defined]
+    bypass = urllib.request.proxy_bypass_environment   # type: ignore[attr-defined]
+    return bool(bypass(target, proxies))
 
 
 def choose_proxy(url: str, *, provider_proxy: str | None, upstream_proxy: str | None,

@@ -49,7 +49,7 @@ def an(url: str) -> anthropic.AsyncAnthropic:
 
 async def ask(url: str, model: str = "gpt-4o") -> str:
     async with oa(url) as client:
-        reply = await client.chat.completions.create(model=model, messages=HI)  # type: ignore[arg-type]
+        reply = await client.chat.completions.create(model=model, messages=HI)
         return reply.choices[0].message.content or ""
 
 
@@ -99,16 +99,16 @@ async def test_every_key_cooling_is_429_with_the_shortest_cooldown(
     url = await start_gateway(aiohttp_server, config(faulty.base_url, keys=[a, b]))
     async with oa(url) as client:
         with pytest.raises(openai.RateLimitError) as exc:
-            await client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-4o", messages=HI)
         assert exc.value.response.headers["retry-after"] in ("6", "5")
         # the next request is answered at once, without calling the upstream
         with pytest.raises(openai.RateLimitError) as exc:
-            await client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-4o", messages=HI)
         assert 1 <= int(exc.value.response.headers["retry-after"]) <= 6
     async with an(url) as client:
         with pytest.raises(anthropic.RateLimitError) as aexc:
-            await client.messages.create(model="gpt-4o", max_tokens=10, messages=HI)  # type: ignore[arg-type]
-        assert aexc.value.body["error"]["type"] == "rate_limit_error"   # type: ignore[index]
+            await client.messages.create(model="gpt-4o", max_tokens=10, messages=HI)
+        assert aexc.value.body["error"]["type"] == "rate_limit_error" 
     assert len(faulty.requests) == 2
 
 
@@ -120,7 +120,7 @@ async def test_429_without_retry_after_cools_with_a_backoff(aiohttp_server: Any,
     for expected in (2, 3):   # 2 s, then doubled but capped at 3 s
         async with oa(url) as client:
             with pytest.raises(openai.RateLimitError) as exc:
-                await client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+                await client.chat.completions.create(model="gpt-4o", messages=HI)
         assert exc.value.response.headers["retry-after"] == str(expected)
         key = (await health(url))["providers"]["fx"]["keys"][0]
         assert expected - 1 < key["cooling_secs"] <= expected
@@ -148,13 +148,13 @@ async def test_upstream_auth_failure_disables_the_key_and_is_never_told_as_such(
         # b is refused too: a neutral 502, not the upstream's 401/403
         async with oa(url) as client:
             with pytest.raises(openai.InternalServerError) as exc:
-                await client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+                await client.chat.completions.create(model="gpt-4o", messages=HI)
         assert exc.value.status_code == 502
         assert "api key" not in exc.value.message.lower()
         # nothing usable is left: 503 without calling the upstream
         async with an(url) as aclient:
             with pytest.raises(anthropic.APIStatusError) as aexc:
-                await aclient.messages.create(model="gpt-4o", max_tokens=10, messages=HI)  # type: ignore[arg-type]
+                await aclient.messages.create(model="gpt-4o", max_tokens=10, messages=HI)
         assert aexc.value.status_code == 503
     assert [r.key for r in faulty.requests] == [a, b, b]
     refused = [r.getMessage() for r in caplog.records if "disabled until" in r.getMessage()]
@@ -188,7 +188,7 @@ async def test_retries_are_bounded(aiohttp_server: Any, faulty: FaultyUpstream) 
     url = await start_gateway(aiohttp_server, config(faulty.base_url))
     async with an(url) as client:
         with pytest.raises(anthropic.APIStatusError) as exc:
-            await client.messages.create(model="gpt-4o", max_tokens=10, messages=HI)  # type: ignore[arg-type]
+            await client.messages.create(model="gpt-4o", max_tokens=10, messages=HI)
     assert exc.value.status_code == 529 and len(faulty.requests) == 3   # 503 in Anthropic's terms
 
 
@@ -199,7 +199,7 @@ async def test_request_errors_are_never_retried(aiohttp_server: Any,
     for expected in (openai.BadRequestError, openai.NotFoundError, openai.UnprocessableEntityError):
         async with oa(url) as client:
             with pytest.raises(expected):
-                await client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+                await client.chat.completions.create(model="gpt-4o", messages=HI)
     assert len(faulty.requests) == 3
 
 
@@ -225,7 +225,7 @@ async def test_retry_after_is_waited_for_within_the_budget(aiohttp_server: Any,
         faulty.base_url, retry={**FAST, "backoff_max": 5, "max_wait": 2}))
     async with oa(url) as client:
         with pytest.raises(openai.InternalServerError) as exc:
-            await client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-4o", messages=HI)
     assert exc.value.response.headers["retry-after"] == "3"
     assert len(faulty.requests) == 3
 
@@ -248,7 +248,7 @@ async def test_provider_retry_overrides_the_top_level(aiohttp_server: Any,
     url = await start_gateway(aiohttp_server, cfg)
     async with oa(url) as client:
         with pytest.raises(openai.InternalServerError):
-            await client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-4o", messages=HI)
     assert len(faulty.requests) == 1
 
 
@@ -258,7 +258,7 @@ async def test_connection_refused_is_retried_then_502(aiohttp_server: Any,
     started = time.monotonic()
     async with oa(url) as client:
         with pytest.raises(openai.InternalServerError) as exc:
-            await client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-4o", messages=HI)
     assert exc.value.status_code == 502 and time.monotonic() - started < 5
 
 
@@ -279,7 +279,7 @@ async def test_fallback_answers_translated_for_its_provider(
     url = await start_gateway(aiohttp_server, with_fallback(config(faulty.base_url), an_url))
     async with oa(url) as client:
         raw = await client.chat.completions.with_raw_response.create(
-            model="gpt-4o", messages=HI, stream=stream)  # type: ignore[arg-type]
+            model="gpt-4o", messages=HI, stream=stream)
         assert raw.headers["x-proxy-fallback"] == "claude-backup"
         if stream:
             text = "".join([c.choices[0].delta.content or "" async for c in raw.parse()
@@ -303,7 +303,7 @@ async def test_no_fallback_after_a_request_error(aiohttp_server: Any, faulty: Fa
     url = await start_gateway(aiohttp_server, with_fallback(config(faulty.base_url), an_url))
     async with oa(url) as client:
         with pytest.raises(openai.BadRequestError):
-            await client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-4o", messages=HI)
     assert fake.requests == []
 
 
@@ -388,13 +388,14 @@ async def test_tools_auto_emulation_survives_a_retry(aiohttp_server: Any,
     tool = {"name": "get_weather", "description": "Weather for a city",
             "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
     async with an(url) as client:
-        reply = await client.messages.create(model="gpt-4o", max_tokens=50, messages=HI,  # type: ignore[arg-type]
-                                             tools=[tool])  # type: ignore[list-item]
+        reply = await client.messages.create(model="gpt-4o", max_tokens=50, messages=HI,
+                                             tools=[tool])
     assert [(b.type, getattr(b, "input", None)) for b in reply.content] == \
         [("tool_use", {"city": "Paris"})]   # the retry still reads the emulated tool call
     native, emulated, retried = (r.json for r in faulty.requests)
     assert "tools" in native and "tools" not in emulated
-    assert emulated["messages"] == retried["messages"] and emulated.get("stop") == retried.get("stop")
+    assert emulated["messages"] == retried["messages"]
+    assert emulated.get("stop") == retried.get("stop")
 
 
 async def test_a_disabled_key_comes_back_on_reload(tmp_path: Any, aiohttp_server: Any,

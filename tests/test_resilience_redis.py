@@ -41,12 +41,12 @@ async def test_two_instances_share_cooldowns_and_disabled_keys(
     faulty.faults.append(status(401, key=B))
     async with oa(two) as client:   # B refused on two; A is cooling: nothing left
         with pytest.raises(openai.RateLimitError) as exc:
-            await client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-4o", messages=HI)
     assert 25 <= int(exc.value.response.headers["retry-after"]) <= 30
     await asyncio.sleep(0.6)   # one's view of Redis is at most SYNC_SECS old
     async with oa(one) as client:
         with pytest.raises(openai.RateLimitError):
-            await client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-4o", messages=HI)
     assert len(faulty.requests) == 4   # one never called the upstream for it
     assert [k["disabled"] for k in (await health(one))["providers"]["fx"]["keys"]] == [False, True]
 

@@ -104,7 +104,7 @@ async def test_stall_before_the_first_byte_without_retries_is_504(
     url = await gateway(aiohttp_server, faulty, first_byte=0.2)
     async with an(url) as client:
         with pytest.raises(anthropic.APIStatusError) as exc:
-            await client.messages.create(model="gpt-4o", max_tokens=10, messages=HI)  # type: ignore[arg-type]
+            await client.messages.create(model="gpt-4o", max_tokens=10, messages=HI)
     assert exc.value.status_code == 504
     assert len(faulty.requests) == FAST["attempts"]
 
@@ -128,7 +128,7 @@ async def test_sdk_sees_the_mid_stream_failure(aiohttp_server: Any, faulty: Faul
     got = []
     async with oa(url) as client:
         with pytest.raises(openai.APIError):
-            stream = await client.chat.completions.create(model="gpt-4o", messages=HI,  # type: ignore[arg-type]
+            stream = await client.chat.completions.create(model="gpt-4o", messages=HI,
                                                           stream=True)
             async for chunk in stream:
                 got.append(chunk)
@@ -167,14 +167,16 @@ async def test_truncated_stream_ends_with_an_error_event(aiohttp_server: Any,
     anthropic_error(await anthropic_stream(url))
 
 
-async def test_total_timeout_cuts_a_long_stream(aiohttp_server: Any, faulty: FaultyUpstream) -> None:
+async def test_total_timeout_cuts_a_long_stream(aiohttp_server: Any,
+                                                faulty: FaultyUpstream) -> None:
     faulty.faults.append(ok(LONG, delay=0.1))
     url = await gateway(aiohttp_server, faulty, total=0.6)
     lines, took = await openai_stream(url)
     assert "total time limit" in openai_error(lines)["message"] and took < 3
 
 
-async def test_a_slow_healthy_stream_is_not_cut(aiohttp_server: Any, faulty: FaultyUpstream) -> None:
+async def test_a_slow_healthy_stream_is_not_cut(aiohttp_server: Any,
+                                                faulty: FaultyUpstream) -> None:
     """Idle 0.5 s and events every 0.3 s for about 3 s: no total, so nothing cuts it."""
     faulty.faults.append(ok("0123456789" * 5, delay=0.3))
     url = await gateway(aiohttp_server, faulty, idle=0.5)
@@ -197,7 +199,7 @@ async def test_keepalives_on_both_protocols(aiohttp_server: Any, faulty: FaultyU
     assert events.count("ping") >= 2 and events[-1] == "message_stop"
 
 
-# --- cancellation ----------------------------------------------------------------------------------
+# --- cancellation ------------------------------------------------------------------------------
 
 async def test_client_leaving_before_the_first_token_closes_the_upstream(
         aiohttp_server: Any, faulty: FaultyUpstream) -> None:

@@ -25,7 +25,7 @@ __all__ = ["FaultyUpstream", "Fault", "ok", "status", "reset_after", "stall_befo
 
 @dataclass
 class Fault:
-    kind: str                      # ok | status | reset | stall_headers | stall | chunked | truncated
+    kind: str   # ok | status | reset | stall_headers | stall | chunked | truncated
     text: str = "Hello from the faulty upstream"
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
