@@ -12,7 +12,8 @@ from typing import Any
 import pluggy
 from aiohttp import web
 
-from .appkeys import STATE
+from .access import Access
+from .appkeys import ACCESS, STATE
 from .config import Config
 from .middleware import gateway_middleware
 from .plugins import Registry, build_registry, make_plugin_manager
@@ -52,6 +53,7 @@ def create_app(config: Config, *, pm: pluggy.PluginManager | None = None) -> web
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[gateway_middleware])
     app[STATE] = state
+    app[ACCESS] = Access(config, state)
     app.router.add_routes(anthropic.routes)
     app.router.add_routes(openai.routes)
     app.router.add_routes(info.routes)

@@ -1,15 +1,20 @@
-"""Typed application keys."""
+"""Typed application and request keys."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from .access import Access
     from .app import GatewayState
+    from .clientkeys import ClientKey
 
-__all__ = ["STATE", "REQUEST_ID"]
+__all__ = ["STATE", "REQUEST_ID", "ACCESS", "CLIENT"]
 
 STATE: web.AppKey["GatewayState"] = web.AppKey("p5proxy_state")
+ACCESS: web.AppKey["Access"] = web.AppKey("p5proxy_access")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("p5proxy_request_id", str)
+# The authenticated client key (its `.id` is stable and not secret); None when auth is open.
+CLIENT: web.RequestKey[Optional["ClientKey"]] = web.RequestKey("p5proxy_client")

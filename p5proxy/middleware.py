@@ -1,17 +1,19 @@
-"""Client authentication and the one place errors are rendered, in the caller's protocol."""
+"""Client authentication, the request body's limits, and the one place errors are rendered, in
+the caller's protocol."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
-from .appkeys import REQUEST_ID, STATE
-from .errors import AuthError, P5ProxyError, UnknownModel, kind_for_status
+from .access import presented_key
+from .appkeys import ACCESS, CLIENT, REQUEST_ID
+from .errors import P5ProxyError, UnknownModel, kind_for_status
 from .ids import request_id
+from .inputs import read_body
 from .surfaces import ANTHROPIC, OPENAI, Surface
 
 __all__ = ["gateway_middleware", "surface_for", "client_key"]
@@ -30,23 +32,7 @@ def surface_for(request: web.Request) -> Surface:
     return ANTHROPIC if "anthropic-version" in request.headers else OPENAI
 
 
-def client_key(request: web.Request) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip() or None
-    return None
-
-
-def _check_auth(request: web.Request, keys: tuple[str, ...]) -> None:
-    key = client_key(request)
-    if key is None:
-        raise AuthError("missing API key: send it as x-api-key or Authorization: Bearer")
-    encoded = key.encode()
-    if not any(hmac.compare_digest(encoded, k.encode()) for k in keys):
-        raise AuthError("invalid API key")
+client_key = presented_key   # the key a client sent (kept under its older name)
 
 
 def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Response:
@@ -55,6 +41,10 @@ def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Re
                         status=surface.error_status(err), content_type="application/json")
     if err.retry_after:
         resp.headers["Retry-After"] = err.retry_after
+    if err.status == 429:   # the SDKs retry 429 unless told not to (a request over a limit)
+        resp.headers["x-should-retry"] = "true" if err.retry_after else "false"
+    if err.status in (408, 413):   # the body was not read to its end: the connection is done
+        resp.force_close()
     return resp
 
 
@@ -63,9 +53,10 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     rid = request_id()
     request[REQUEST_ID] = rid
     try:
-        keys = request.app[STATE].config.auth_keys
-        if keys and request.path not in _OPEN_PATHS:
-            _check_auth(request, keys)
+        request[CLIENT] = (request.app[ACCESS].authenticate(request)
+                           if request.path not in _OPEN_PATHS else None)
+        if request.body_exists:
+            await read_body(request)   # size limit and read deadline; aiohttp keeps the bytes
         resp = await handler(request)
     except P5ProxyError as err:
         if err.status >= 500:

@@ -32,14 +32,25 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def _read_timeout(app: web.Application) -> float:
+    from .appkeys import STATE   # the application's own setting (server.client_read_timeout)
+
+    state = app.get(STATE)
+    return state.config.server.client_read_timeout if state is not None else 75.0
+
+
 async def _run(make_app: AppFactory, host: str, port: int, *, access_log: bool,
                reuse_port: bool, grace: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(make_app(),
+    app = make_app()
+    runner = web.AppRunner(app,
                            handler_cancellation=True,   # a client that leaves cancels its upstream call
+                           # headers must arrive within this long of connecting (or of the last
+                           # response on a kept-alive connection): slow-header clients are cut
+                           keepalive_timeout=_read_timeout(app),
                            shutdown_timeout=grace,
                            access_log=logging.getLogger("aiohttp.access") if access_log else None)
     await runner.setup()

@@ -17,11 +17,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..access import admit, meter
 from ..aggregate import Aggregator
 from ..appkeys import REQUEST_ID, STATE
 from ..canonical import ChatRequest, ErrorEvent
-from ..errors import InvalidRequest, P5ProxyError, PayloadTooLarge, UpstreamError
+from ..errors import P5ProxyError, UpstreamError
 from ..filters import apply_filters
+from ..inputs import read_json
 from ..provider import Route
 from ..surfaces import Surface
 from ..tokens import estimate_from_body_size, estimate_input_tokens
@@ -33,24 +35,6 @@ log = logging.getLogger("p5proxy.chat")
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no", "Connection": "keep-alive"}
-
-
-async def read_json(request: web.Request) -> Any:
-    limit = request.app[STATE].config.server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds the "
-                              f"limit of {limit} bytes (server.max_body_bytes)")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes "
-                              "(server.max_body_bytes)") from None
-    if not raw:
-        raise InvalidRequest("body: the request body is empty; send a JSON object", param="body")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"body: invalid JSON: {exc}", param="body") from None
 
 
 OVERHEAD_HEADER = "X-Gateway-Overhead-Ms"
@@ -65,8 +49,10 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     started = time.perf_counter()
     state = request.app[STATE]
     req = surface.decode(await read_json(request), request.headers)
+    await admit(request, req)   # the client key's model permission and limits
     waited = Waited()
     batches, first, route = await _start(state, req, state.router.resolve(req.model), waited)
+    batches = meter(request, batches, first)   # tokens used, counted when the answer ends
     passthrough = route.provider.protocol == req.ingress and not req.rewritten
     estimate = 0
     if not passthrough:   # message_start needs input tokens before the upstream reports them

@@ -1,0 +1,169 @@
+"""Client access, per request: which key is calling (the middleware), whether it may use the
+model and is within its limits (`admit`, right after the request is decoded), and the tokens
+its answer used (`meter`, around the upstream's events).
+
+Token accounting (`tpm`): when a request is admitted, the gateway's estimate of its input
+tokens (about 4 bytes of the JSON body a token, images at a fixed cost) is counted at once, so
+that a burst of parallel requests is throttled before any answer is back. When the answer
+ends, its output tokens are added, and the estimate is corrected to the input the upstream
+reported (prompt tokens, cache reads and writes included) when it reported any. An answer cut
+short counts what was reported until then.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .appkeys import ACCESS, CLIENT
+from .canonical import ChatRequest, MessageDelta, MessageStart, Usage
+from .clientkeys import ClientKey, KeyRing
+from .config import Config
+from .errors import AuthError, RequestError
+from .ratelimit import Check, Limiter
+from .tokens import estimate_from_body_size, estimate_input_tokens
+
+if TYPE_CHECKING:
+    from .app import GatewayState
+
+__all__ = ["Access", "PermissionDenied", "RateLimited", "presented_key", "admit",
+           "check_model", "meter"]
+
+log = logging.getLogger("p5proxy.access")
+
+
+class PermissionDenied(RequestError):
+    status = 403
+    kind = "permission_error"
+
+
+class RateLimited(RequestError):
+    status = 429
+    kind = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None) -> None:
+        super().__init__(message, retry_after=str(max(1, math.ceil(retry_after)))
+                         if retry_after is not None else None)
+        self.should_retry = retry_after is not None
+
+
+def presented_key(request: web.Request) -> str | None:
+    """The key a client sent: `x-api-key`, else `Authorization: Bearer` (both on both APIs)."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return None
+
+
+class Access:
+    """The key ring and the limiter of one application."""
+
+    def __init__(self, config: Config, state: GatewayState) -> None:
+        self.ring = KeyRing(config.auth_keys)
+        self.limiter = Limiter(lambda: state.redis)
+        self.limited = any(k.limited for k in self.ring.keys)
+
+    def authenticate(self, request: web.Request) -> ClientKey | None:
+        """The caller's key, or None when auth is open; raises AuthError (401)."""
+        if not self.ring:
+            return None
+        presented = presented_key(request)
+        if presented is None:
+            raise AuthError("missing API key: send it as x-api-key or Authorization: Bearer")
+        key = self.ring.match(presented)
+        if key is None:
+            raise AuthError("invalid API key")
+        return key
+
+    def describe(self) -> dict[str, Any]:
+        """For /health: counts and the counter backend, no keys or ids."""
+        return {"keys": len(self.ring.keys),
+                "restricted": sum(1 for k in self.ring.keys if k.models),
+                "limited": sum(1 for k in self.ring.keys if k.limited),
+                "limits_backend": self.limiter.backend if self.limited else None}
+
+
+def check_model(request: web.Request, model: str) -> ClientKey | None:
+    """403 unless the caller's key may use `model` (the name the client asked for)."""
+    key = request.get(CLIENT)
+    if key is not None and not key.allows(model):
+        raise PermissionDenied(f"model: this API key ({key.id}) may not use model {model!r}",
+                               param="model")
+    return key
+
+
+async def admit(request: web.Request, req: ChatRequest) -> None:
+    """Model permission, then requests and tokens per minute (429 with Retry-After). Call once
+    per chat request, right after it is decoded."""
+    key = check_model(request, req.model)
+    if key is None or not key.limited:
+        return
+    checks = []
+    if key.rpm is not None:
+        checks.append(Check(f"{key.id}:rpm", key.rpm, 1))
+    estimate = 0
+    if key.tpm is not None:
+        size = request.content_length
+        estimate = estimate_from_body_size(req, size) if size else estimate_input_tokens(req)
+        if estimate > key.tpm:
+            raise RateLimited(f"this request (about {estimate} input tokens) is larger than the "
+                              f"tokens-per-minute limit of API key {key.id} ({key.tpm})",
+                              retry_after=None)
+        checks.append(Check(f"{key.id}:tpm", key.tpm, estimate))
+    verdict = await request.app[ACCESS].limiter.hit(checks)
+    if not verdict.ok:
+        what = ("requests per minute" if verdict.refused and verdict.refused.endswith(":rpm")
+                else "tokens per minute")
+        limit = key.rpm if what.startswith("requests") else key.tpm
+        raise RateLimited(f"rate limit of API key {key.id} reached: {limit} {what}; "
+                          f"try again in {max(1, math.ceil(verdict.retry_after))} s",
+                          retry_after=verdict.retry_after)
+    if key.tpm is not None:
+        request[_ESTIMATE] = estimate
+
+
+_ESTIMATE: web.RequestKey[int] = web.RequestKey("p5proxy_tpm_estimate", int)
+
+
+def meter(request: web.Request, batches: AsyncGenerator[list[Any], None],
+          first: list[Any]) -> AsyncGenerator[list[Any], None]:
+    """The upstream's event batches, counting the answer's tokens against the key's tpm when
+    they end (however they end). Unchanged when the key has no token limit."""
+    estimate = request.get(_ESTIMATE)
+    key = request.get(CLIENT)
+    if estimate is None or key is None:
+        return batches
+    return _metered(request.app[ACCESS].limiter, f"{key.id}:tpm", estimate, batches, first)
+
+
+async def _metered(limiter: Limiter, name: str, estimate: int,
+                   batches: AsyncIterator[list[Any]],
+                   first: list[Any]) -> AsyncGenerator[list[Any], None]:
+    usage = _usage(first, None)
+    try:
+        async for batch in batches:
+            usage = _usage(batch, usage)
+            yield batch
+    finally:
+        close = getattr(batches, "aclose", None)
+        if close is not None:
+            await close()
+        if usage is not None:
+            reported = usage.prompt_tokens
+            limiter.add(name, usage.output_tokens + (reported - estimate if reported else 0))
+
+
+def _usage(batch: list[Any], usage: Usage | None) -> Usage | None:
+    """The last usage seen: the parsers report it cumulatively (as the aggregator reads it)."""
+    for ev in batch:
+        if isinstance(ev, (MessageDelta, MessageStart)) and ev.usage is not None:
+            usage = ev.usage
+    return usage
