@@ -76,7 +76,7 @@ async def read_json(request: web.Request) -> Any:
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if "ecursion" in str(exc):
+        if "depth limit" in str(exc) or "ecursion" in str(exc):   # orjson stops at 1024
             raise _depth_error(depth or 1024) from None
         raise InvalidRequest(f"body: invalid JSON: {exc}", param="body") from None
     if too_deep(value, depth):

@@ -71,4 +71,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
                                                 kind=kind_for_status(exc.status)), rid)
     if not resp.prepared:
         resp.headers.setdefault(surface_for(request).request_id_header, rid)
+        if resp.status == 408:   # a client too slow to send its body: answer, then hang up
+            await resp.prepare(request)   # (aiohttp would otherwise linger 10 s reading it)
+            await resp.write_eof()
+            request.protocol.force_close()
     return resp

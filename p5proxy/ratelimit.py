@@ -136,10 +136,8 @@ return counts
 class Limiter:
     """Checks and counts in Redis when there is one and it answers, else in memory."""
 
-    def __init__(self, redis: Callable[[], SharedRedis | None],
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, redis: Callable[[], SharedRedis | None]) -> None:
         self._redis = redis
-        self.clock = clock
         self.memory = MemoryWindows()
         self._pending: set[asyncio.Task[Any]] = set()
 
@@ -151,6 +149,10 @@ class Limiter:
         # one hash tag per counter, so that a cluster keeps a counter's two minutes together
         return (redis.key("rl", "{" + name + "}", str(minute)),
                 redis.key("rl", "{" + name + "}", str(minute - 1)))
+
+    @staticmethod
+    def clock() -> float:
+        return time.time()   # wall time: every instance must agree on the minute
 
     async def hit(self, checks: list[Check]) -> Verdict:
         now = self.clock()
