@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from .app import GatewayState
 
 __all__ = ["Access", "PermissionDenied", "RateLimited", "presented_key", "admit",
-           "check_model", "meter"]
+           "check_model", "meter", "configured_secrets"]
 
 log = logging.getLogger("p5proxy.access")
 
@@ -63,13 +65,52 @@ def presented_key(request: web.Request) -> str | None:
     return None
 
 
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
+_MIN_SECRET = 8   # shorter values ("k", "ollama") would garble messages and hide nothing
+
+
+def _url_secrets(value: Any) -> list[str]:
+    if not isinstance(value, str) or "@" not in value or "://" not in value:
+        return []
+    try:
+        parts = urlsplit(value)
+        return [s for s in (parts.password, parts.username) if s]
+    except ValueError:
+        return []
+
+
+def configured_secrets(config: Config) -> list[str]:
+    """Upstream keys, secret-looking provider headers, and passwords in configured URLs
+    (Redis, proxies): the texts that must never reach a client or a log."""
+    found: list[str] = []
+    for provider in config.providers.values():
+        found += provider.api_keys
+        found += [v for k, v in provider.headers if _SECRET_HEADER.search(k)]
+        for value in provider.options.values():
+            found += _url_secrets(value)
+    found += _url_secrets(config.redis.url) + _url_secrets(config.cache.redis_url)
+    return sorted({s for s in found if len(s) >= _MIN_SECRET}, key=len, reverse=True)
+
+
 class Access:
-    """The key ring and the limiter of one application."""
+    """The key ring, the limiter and the secrets to keep out of errors, for one application."""
 
     def __init__(self, config: Config, state: GatewayState) -> None:
         self.ring = KeyRing(config.auth_keys)
         self.limiter = Limiter(lambda: state.redis)
         self.limited = any(k.limited for k in self.ring.keys)
+        secrets = configured_secrets(config)
+        self._secrets = re.compile("|".join(map(re.escape, secrets))) if secrets else None
+
+    def redact(self, text: str, request: web.Request | None = None) -> str:
+        """`text` without configured secrets or the caller's own key (errors only: upstreams
+        sometimes echo the key they were sent)."""
+        if self._secrets is not None:
+            text = self._secrets.sub("***", text)
+        presented = presented_key(request) if request is not None else None
+        if presented and len(presented) >= _MIN_SECRET and presented in text:
+            text = text.replace(presented, "***")
+        return text
 
     def authenticate(self, request: web.Request) -> ClientKey | None:
         """The caller's key, or None when auth is open; raises AuthError (401)."""

@@ -59,6 +59,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
             await read_body(request)   # size limit and read deadline; aiohttp keeps the bytes
         resp = await handler(request)
     except P5ProxyError as err:
+        err.message = request.app[ACCESS].redact(err.message, request)
         if err.status >= 500:
             log.warning("%s %s -> %s: %s", request.method, request.path, err.status, err.message)
         resp = _error_response(request, err, rid)
