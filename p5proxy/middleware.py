@@ -70,6 +70,11 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         err_cls = UnknownModel if exc.status == 404 else P5ProxyError
         resp = _error_response(request, err_cls(message or exc.reason, status=exc.status,
                                                 kind=kind_for_status(exc.status)), rid)
+    except ConnectionError:
+        raise   # the client is gone: nobody to answer
+    except Exception:   # a bug: still answer in the caller's protocol, and say where in the log
+        log.exception("internal error in %s %s", request.method, request.path)
+        resp = _error_response(request, P5ProxyError("internal error in the gateway"), rid)
     if not resp.prepared:
         resp.headers.setdefault(surface_for(request).request_id_header, rid)
         if resp.status == 408:   # a client too slow to send its body: answer, then hang up

@@ -38,12 +38,12 @@ async def post_raw(url: str, data: Any, headers: dict[str, str]) -> tuple[int, A
 
 
 async def test_nesting_deeper_than_the_limit_is_400_naming_the_body(gateway: Gateway) -> None:
-    ok_depth = 64 - 2   # the body and `metadata` are two levels
+    ok_depth = 64 - 2   # the body and `x_extra` are two levels
     status, body = await post_raw(gateway.url + "/v1/messages",
-                                  orjson.dumps({**MSG, "metadata": nested(ok_depth)}), AN)
+                                  orjson.dumps({**MSG, "x_extra": nested(ok_depth)}), AN)
     assert status == 200, body
     for depth in (64, 300, 1030, 5000):   # 1030 and 5000 are past orjson's own 1024 levels
-        deep = {**MSG, "metadata": nested(depth)}
+        deep = {**MSG, "x_extra": nested(depth)}
         raw = orjson.dumps(deep) if depth < 250 else (
             b'{"model":"gpt-4o","messages":[],"x":' + b"[" * depth + b"]" * depth + b"}")
         status, body = await post_raw(gateway.url + "/v1/messages", raw, AN)
@@ -64,10 +64,10 @@ async def test_nesting_deeper_than_the_limit_is_400_naming_the_body(gateway: Gat
 async def test_depth_limit_is_configurable(make_gateway: Any) -> None:
     gw = await make_gateway(server={"max_json_depth": 8})
     status, body = await post_raw(gw.url + "/v1/messages",
-                                  orjson.dumps({**MSG, "metadata": nested(8)}), AN)
+                                  orjson.dumps({**MSG, "x_extra": nested(8)}), AN)
     assert status == 400 and "deeper than 8 levels" in body["error"]["message"]
     status, body = await post_raw(gw.url + "/v1/messages",
-                                  orjson.dumps({**MSG, "metadata": nested(7)}), AN)
+                                  orjson.dumps({**MSG, "x_extra": nested(7)}), AN)
     assert status == 200, body
 
 
