@@ -50,20 +50,25 @@ async def read_body(request: web.Request) -> bytes:
                              param="body") from None
 
 
+# orjson encodes at most 254 nested arrays/objects and raises beyond. Wrapping a value in
+# (254 - limit) arrays and encoding it tells, at C speed, whether it nests deeper than `limit`:
+# about 60 us for a 120 KB Claude Code body, where walking it in Python takes 200-300 us.
+_ORJSON_MAX_DEPTH = 254
+
+
 def too_deep(value: Any, limit: int) -> bool:
     """Whether arrays/objects nest deeper than `limit` (the body itself is level 1)."""
-    if limit <= 0 or not (type(value) is dict or type(value) is list):
+    if not (type(value) is dict or type(value) is list) or not 0 < limit < _ORJSON_MAX_DEPTH:
         return False
-    stack = [(value, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        node, depth = pop()
-        children = node.values() if type(node) is dict else node
-        for child in children:
-            if type(child) is dict or type(child) is list:
-                if depth >= limit:
-                    return True
-                push((child, depth + 1))
+    wrapped = value
+    for _ in range(_ORJSON_MAX_DEPTH - limit):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except orjson.JSONEncodeError as exc:
+        if "ecursion" in str(exc):
+            return True
+        raise
     return False
 
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from .access import presented_key
+from .access import RateLimited, presented_key
 from .appkeys import ACCESS, CLIENT, REQUEST_ID
 from .errors import P5ProxyError, UnknownModel, kind_for_status
 from .ids import request_id
@@ -41,8 +41,8 @@ def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Re
                         status=surface.error_status(err), content_type="application/json")
     if err.retry_after:
         resp.headers["Retry-After"] = err.retry_after
-    if err.status == 429:   # the SDKs retry 429 unless told not to (a request over a limit)
-        resp.headers["x-should-retry"] = "true" if err.retry_after else "false"
+    if isinstance(err, RateLimited):   # the SDKs retry a 429 unless told not to
+        resp.headers["x-should-retry"] = "true" if err.should_retry else "false"
     if err.status in (408, 413):   # the body was not read to its end: the connection is done
         resp.force_close()
     return resp

@@ -14,6 +14,10 @@ import aiohttp
 import orjson
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p5proxy.inputs import too_deep
 
 from tests.conftest import Gateway
 from tests.test_server import free_port
@@ -29,6 +33,33 @@ def nested(depth: int) -> Any:
     for i in range(depth):
         value = [value] if i % 2 else {"a": value}
     return value
+
+
+def depth(value: Any) -> int:
+    """The reference: arrays and objects counted by walking them."""
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    return 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 64 - 1) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3),
+    max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.integers(1, 120).flatmap(lambda d: st.tuples(st.just(d), json_values)),
+       limit=st.integers(2, 250))
+def test_depth_check_agrees_with_a_walk(value: tuple[int, Any], limit: int) -> None:
+    """too_deep leans on orjson's encoder limit: it must say what a walk says."""
+    extra, inner = value
+    nested_value: Any = inner
+    for i in range(extra):   # push the structure down to reach interesting depths
+        nested_value = [nested_value] if i % 2 else {"k": nested_value}
+    assert too_deep(nested_value, limit) == (depth(nested_value) > limit)
 
 
 async def post_raw(url: str, data: Any, headers: dict[str, str]) -> tuple[int, Any]:
@@ -163,3 +194,26 @@ async def test_a_client_dribbling_its_headers_is_disconnected(tmp_path: Path,
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_a_bug_in_a_route_still_answers_in_protocol_shape(make_gateway: Any,
+                                                               tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The safety net behind the decoders: an unexpected exception is a logged 500 in the
+    caller's shape, not aiohttp's text page."""
+    (tmp_path / "broken_route.py").write_text(
+        "from p5proxy import hookimpl\n"
+        "async def boom(request):\n"
+        "    raise RuntimeError('kaputt')\n"
+        "@hookimpl\n"
+        "def p5proxy_register_routes(app, config):\n"
+        "    app.router.add_post('/v1/messages/boom', boom)\n"
+        "    app.router.add_post('/v1/chat/boom', boom)\n")
+    gw = await make_gateway(plugins_dir=str(tmp_path))
+    status, body = await post_raw(gw.url + "/v1/messages/boom", b"{}", AN)
+    assert status == 500 and body["type"] == "error" and body["error"]["type"] == "api_error"
+    status, body = await post_raw(gw.url + "/v1/chat/boom", b"{}", OA)
+    assert status == 500 and body["error"]["type"] == "server_error"
+    assert "kaputt" not in str(body)   # details go to the log only
+    assert any("kaputt" in (r.exc_text or "") or "internal error" in r.getMessage()
+               for r in caplog.records)

@@ -22,6 +22,8 @@ ANTHROPIC_CASES: list[tuple[str, dict[str, Any]]] = [
     ("model", {"model": 5}), ("model", {"model": ""}), ("model", {"model": None}),
     ("max_tokens", {"max_tokens": "many"}), ("max_tokens", {"max_tokens": 0}),
     ("max_tokens", {"max_tokens": 1.5}), ("max_tokens", {"max_tokens": True}),
+    ("max_tokens", {"max_tokens": 2 ** 64 - 1}),
+    ("thinking.budget_tokens", {"thinking": {"type": "enabled", "budget_tokens": 2 ** 63}}),
     ("messages", {"messages": "hi"}), ("messages", {"messages": None}),
     ("messages.0", {"messages": ["hi"]}),
     ("messages.0.role", {"messages": [{"role": "robot", "content": "x"}]}),

@@ -26,7 +26,9 @@ def need_str(value: Any, param: str, *, empty_ok: bool = False) -> str:
     return value
 
 
-def need_int(value: Any, param: str, *, minimum: int = 0) -> int:
+def need_int(value: Any, param: str, *, minimum: int = 0, maximum: int = 2 ** 53 - 1) -> int:
+    """An integer in [minimum, maximum]; the default maximum keeps arithmetic on it (budget +
+    1024...) within what JSON encoders write (orjson stops at 64 bits)."""
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -34,6 +36,8 @@ def need_int(value: Any, param: str, *, minimum: int = 0) -> int:
             fail(param, f"Input should be a valid integer, got {type_name(value)}")
     if value < minimum:
         fail(param, f"must be greater than or equal to {minimum}")
+    if value > maximum:
+        fail(param, f"must be less than or equal to {maximum}")
     return int(value)
 
 

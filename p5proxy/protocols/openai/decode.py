@@ -219,7 +219,7 @@ def _check_sampling(body: dict[str, Any]) -> None:
     if body.get("n") is not None:
         need_int(body["n"], "n", minimum=1)
     if body.get("seed") is not None:
-        need_int(body["seed"], "seed", minimum=-(2 ** 63))
+        need_int(body["seed"], "seed", minimum=-(2 ** 63), maximum=2 ** 63 - 1)
     for name in ("presence_penalty", "frequency_penalty"):
         opt_number(body.get(name), name, minimum=-2, maximum=2)
     opt_bool(body.get("logprobs"), "logprobs")
