@@ -1,6 +1,7 @@
 """Client access, per request: which key is calling (the middleware), whether it may use the
 model and is within its limits (`admit`, right after the request is decoded), and the tokens
-its answer used (`meter`, around the upstream's events).
+its answer used (`settle`, by the middleware once the handler is over, from the request's
+record).
 
 Token accounting (`tpm`): when a request is admitted, the gateway's estimate of its input
 tokens (about 4 bytes of the JSON body a token, images at a fixed cost) is counted at once, so
@@ -15,14 +16,13 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .appkeys import ACCESS, CLIENT
-from .canonical import ChatRequest, MessageDelta, MessageStart, Usage
+from .appkeys import ACCESS, CLIENT, RECORD
+from .canonical import ChatRequest
 from .clientkeys import ClientKey, KeyRing
 from .config import Config
 from .errors import AuthError, RequestError
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .app import GatewayState
 
 __all__ = ["Access", "PermissionDenied", "RateLimited", "presented_key", "admit",
-           "check_model", "meter", "configured_secrets"]
+           "check_model", "settle", "configured_secrets"]
 
 log = logging.getLogger("p5proxy.access")
 
@@ -88,23 +88,36 @@ def configured_secrets(config: Config) -> list[str]:
         found += [v for k, v in provider.headers if _SECRET_HEADER.search(k)]
         for value in provider.options.values():
             found += _url_secrets(value)
+    found += [k.key for k in config.auth_keys if k.key]
     found += _url_secrets(config.redis.url) + _url_secrets(config.cache.redis_url)
     return sorted({s for s in found if len(s) >= _MIN_SECRET}, key=len, reverse=True)
 
 
 class Access:
-    """The key ring, the limiter and the secrets to keep out of errors, for one application."""
+    """The key ring, the limiter and the secrets to keep out of errors, for one application.
+    The ring and the secrets follow the configuration in force (a reload swaps
+    `state.config`); the limiter's counters, named by key id, stay."""
 
-    def __init__(self, config: Config, state: GatewayState) -> None:
-        self.ring = KeyRing(config.auth_keys)
+    def __init__(self, state: GatewayState) -> None:
+        self._state = state
         self.limiter = Limiter(lambda: state.redis)
+        self._load(state.config)
+
+    def _load(self, config: Config) -> None:
+        self._config = config
+        self.ring = KeyRing(config.auth_keys)
         self.limited = any(k.limited for k in self.ring.keys)
         secrets = configured_secrets(config)
         self._secrets = re.compile("|".join(map(re.escape, secrets))) if secrets else None
 
+    def _current(self) -> None:
+        if self._state.config is not self._config:   # reloaded
+            self._load(self._state.config)
+
     def redact(self, text: str, request: web.Request | None = None) -> str:
         """`text` without configured secrets or the caller's own key (errors only: upstreams
         sometimes echo the key they were sent)."""
+        self._current()
         if self._secrets is not None:
             text = self._secrets.sub("***", text)
         presented = presented_key(request) if request is not None else None
@@ -114,6 +127,7 @@ class Access:
 
     def authenticate(self, request: web.Request) -> ClientKey | None:
         """The caller's key, or None when auth is open; raises AuthError (401)."""
+        self._current()
         if not self.ring:
             return None
         presented = presented_key(request)
@@ -126,6 +140,7 @@ class Access:
 
     def describe(self) -> dict[str, Any]:
         """For /health: counts and the counter backend, no keys or ids."""
+        self._current()
         return {"keys": len(self.ring.keys),
                 "restricted": sum(1 for k in self.ring.keys if k.models),
                 "limited": sum(1 for k in self.ring.keys if k.limited),
@@ -174,37 +189,17 @@ async def admit(request: web.Request, req: ChatRequest) -> None:
 _ESTIMATE: web.RequestKey[int] = web.RequestKey("p5proxy_tpm_estimate", int)
 
 
-def meter(request: web.Request, batches: AsyncGenerator[list[Any], None],
-          first: list[Any]) -> AsyncGenerator[list[Any], None]:
-    """The upstream's event batches, counting the answer's tokens against the key's tpm when
-    they end (however they end). Unchanged when the key has no token limit."""
+def settle(request: web.Request) -> None:
+    """The request is over (answered, failed or cut): count the tokens its answer used against
+    the key's tpm, from the usage its record noted (record.py: the aggregated answer, or the
+    stream's events as they were written)."""
     estimate = request.get(_ESTIMATE)
     key = request.get(CLIENT)
     if estimate is None or key is None:
-        return batches
-    return _metered(request.app[ACCESS].limiter, f"{key.id}:tpm", estimate, batches, first)
-
-
-async def _metered(limiter: Limiter, name: str, estimate: int,
-                   batches: AsyncIterator[list[Any]],
-                   first: list[Any]) -> AsyncGenerator[list[Any], None]:
-    usage = _usage(first, None)
-    try:
-        async for batch in batches:
-            usage = _usage(batch, usage)
-            yield batch
-    finally:
-        close = getattr(batches, "aclose", None)
-        if close is not None:
-            await close()
-        if usage is not None:
-            reported = usage.prompt_tokens
-            limiter.add(name, usage.output_tokens + (reported - estimate if reported else 0))
-
-
-def _usage(batch: list[Any], usage: Usage | None) -> Usage | None:
-    """The last usage seen: the parsers report it cumulatively (as the aggregator reads it)."""
-    for ev in batch:
-        if isinstance(ev, (MessageDelta, MessageStart)) and ev.usage is not None:
-            usage = ev.usage
-    return usage
+        return
+    rec = request.get(RECORD)
+    if rec is None:
+        return
+    reported = rec.input_tokens   # prompt tokens, cache reads and writes included
+    used = rec.output_tokens + (reported - estimate if reported else 0)
+    request.app[ACCESS].limiter.add(f"{key.id}:tpm", used)

@@ -5,19 +5,26 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 from aiohttp import web
 
+from . import record
 from .access import Access
+from .admin import add_admin_routes
 from .appkeys import ACCESS, STATE
 from .config import Config
 from .middleware import gateway_middleware
 from .plugins import Registry, build_registry, make_plugin_manager
+from .reload import ReloadResult
+from .reqlog import RequestLog, open_request_log
 from .routes import anthropic, info, openai
+from .routes import metrics as metrics_routes
+from .flight import Flight
+from .response_cache import ResponseCache
 from .routing import Router
 from .shared_redis import SharedRedis
 from .upstream import UpstreamClient
@@ -35,8 +42,33 @@ class GatewayState:
     router: Router
     upstream: UpstreamClient
     redis: SharedRedis | None = None   # shared by instances; None when not configured
+    cache: ResponseCache | None = None   # None: cache disabled
+    flights: dict[str, Flight] = field(default_factory=dict)   # answers under way, by cache key
     streams: set[asyncio.Task[Any]] = field(default_factory=set)   # handlers writing a stream
     stopping: bool = False
+    # live reload (reload.py): results for the admin page, one reload at a time, and the
+    # supervisor to signal under --workers (set by server.py)
+    reloads: list[ReloadResult] = field(default_factory=list)
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    supervisor_pid: int | None = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)   # background work, referenced
+    # the request log store (reqlog/store.py: query, get, summary, describe); None when
+    # `logs.enabled: false`. Created here, opened at startup, flushed and closed at shutdown.
+    request_log: RequestLog | None = None
+
+    def swap(self, config: Config, registry: Registry, router: Router) -> Router:
+        """Put a new configuration in force at once (no await in between, so no request sees
+        half of it); returns the replaced router. Requests that already resolved a Route keep
+        it, with its provider and filter objects."""
+        previous = self.router
+        self.config, self.registry, self.router = config, registry, router
+        return previous
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
 
 def create_app(config: Config, *, pm: pluggy.PluginManager | None = None) -> web.Application:
@@ -50,13 +82,19 @@ def create_app(config: Config, *, pm: pluggy.PluginManager | None = None) -> web
     if config.shared_redis_url:
         state.redis = SharedRedis(config.shared_redis_url, prefix=config.redis.prefix,
                                   op_timeout=config.redis.op_timeout)
+    state.cache = pm.hook.p5proxy_response_cache(config=config, redis=state.redis)
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[gateway_middleware])
     app[STATE] = state
-    app[ACCESS] = Access(config, state)
+    app[ACCESS] = Access(state)
+    if config.logs.enabled:
+        state.request_log = open_request_log(config.logs)
+    app.on_response_prepare.append(record.add_request_id_header)
+    app.router.add_routes(metrics_routes.routes)
     app.router.add_routes(anthropic.routes)
     app.router.add_routes(openai.routes)
     app.router.add_routes(info.routes)
+    add_admin_routes(app)
     pm.hook.p5proxy_register_routes(app=app, config=config)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_streams)
@@ -80,10 +118,16 @@ async def _end_streams(app: web.Application) -> None:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.upstream.start()
+    if state.request_log is not None:
+        await state.request_log.start()   # a database that is down is retried, never fatal
     for result in state.pm.hook.p5proxy_startup(app=app, config=state.config):
         if inspect.isawaitable(result):
             await result
     yield
+    if state.cache is not None:
+        await state.cache.close()
     await state.upstream.close()
     if state.redis is not None:
         await state.redis.close()
+    if state.request_log is not None:
+        await state.request_log.close()

@@ -10,11 +10,13 @@ if TYPE_CHECKING:
     from .access import Access
     from .app import GatewayState
     from .clientkeys import ClientKey
+    from .record import RequestRecord
 
-__all__ = ["STATE", "REQUEST_ID", "ACCESS", "CLIENT"]
+__all__ = ["STATE", "REQUEST_ID", "ACCESS", "CLIENT", "RECORD"]
 
 STATE: web.AppKey["GatewayState"] = web.AppKey("p5proxy_state")
 ACCESS: web.AppKey["Access"] = web.AppKey("p5proxy_access")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("p5proxy_request_id", str)
 # The authenticated client key (its `.id` is stable and not secret); None when auth is open.
 CLIENT: web.RequestKey[Optional["ClientKey"]] = web.RequestKey("p5proxy_client")
+RECORD: web.RequestKey["RequestRecord"] = web.RequestKey("p5proxy_record")

@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 import logging
 import os
+import shutil
 import sys
+import tempfile
 
 
 from . import __version__
@@ -20,11 +22,34 @@ def _load(path: str | None) -> Config:
     return load_config(path)
 
 
+def _multiprocess_metrics(workers: int) -> str | None:
+    """With several workers, /metrics adds up all of them: prometheus-client's multiprocess
+    mode, in a private directory made before prometheus-client is imported (removed at exit).
+    A PROMETHEUS_MULTIPROC_DIR set by the operator is used as it is."""
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR") \
+            or "prometheus_client" in sys.modules:
+        return None
+    directory = tempfile.mkdtemp(prefix="p5proxy-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return directory
+
+
 def _serve(args: argparse.Namespace) -> int:
+    metrics_dir = _multiprocess_metrics(args.workers)
+    try:
+        return _serve_config(args)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_config(args: argparse.Namespace) -> int:
+    from .accesslog import setup_logging
     from .app import create_app
     from .server import serve
 
     config = _load(args.config)
+    setup_logging(config.logging)
     server = config.server
     if args.host:
         server = dataclasses.replace(server, host=args.host)

@@ -19,8 +19,10 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["Config", "ServerConfig", "ClientKeyConfig", "CacheConfig", "RedisConfig", "ProviderConfig", "ModelConfig", "Timeouts", "load_config",
-           "config_from_dict", "DEFAULT_PORT", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["Config", "ServerConfig", "ClientKeyConfig", "AdminConfig", "CacheConfig", "RedisConfig",
+           "ProviderConfig", "ModelConfig", "Timeouts", "load_config", "LoggingConfig",
+           "LogsConfig", "MetricsConfig", "config_from_dict", "DEFAULT_PORT",
+           "DEFAULT_MAX_BODY_BYTES"]
 
 DEFAULT_PORT = 18185
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024   # image-heavy Claude Code requests reach tens of MB
@@ -50,12 +52,15 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class ClientKeyConfig:
-    """One entry of `auth.keys`. Only the key's SHA-256 is kept, never the key itself."""
+    """One entry of `auth.keys`. Keys are matched by their SHA-256 only."""
     id: str                                   # stable and not secret: logs, limits, cache
     sha256: bytes = field(repr=False)         # digest of the key (32 bytes)
     models: tuple[str, ...] = ()              # glob patterns of model names; empty: every model
     rpm: int | None = None                    # requests per minute; None: no limit
     tpm: int | None = None                    # tokens per minute; None: no limit
+    # The key itself when the file gives it in plain text (never for key_sha256): used only by
+    # the admin page's "Try it", which calls the gateway as a client. Never compared or shown.
+    key: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,17 @@ class RedisConfig:
     url: str | None = None
     prefix: str = "p5proxy:"
     op_timeout: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin page (`/admin`): disabled (404) unless a key or its SHA-256 is configured."""
+    key_sha256: str | None = None     # hex digest of the admin key (`admin.key` is hashed here)
+    session_secs: float = 43200.0     # login cookie lifetime
+
+    @property
+    def enabled(self) -> bool:
+        return self.key_sha256 is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +124,36 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """`logging:` the per-request line on logger p5proxy.access (README: Metrics and request
+    logs)."""
+    format: str = "text"          # text (key=value) | json (every log line a JSON object)
+    access: bool = True           # one line per API request at INFO
+    bodies: bool = False          # add request/response bodies, redacted and capped
+    body_max_bytes: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class LogsConfig:
+    """`logs:` the request log store (p5proxy/reqlog)."""
+    enabled: bool = True
+    database_url: str | None = None   # None: sqlite:///<data dir>/p5proxy-requests.db
+    table: str = "p5proxy_requests"
+    retention_days: float = 30.0      # 0: no age limit
+    max_rows: int = 1_000_000         # 0: no row limit
+    batch_rows: int = 500
+    flush_secs: float = 1.0
+    queue_max: int = 10_000           # rows waiting in memory; more are dropped and counted
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """`metrics:` GET /metrics (Prometheus text format)."""
+    enabled: bool = True
+    key: str | None = None            # bearer token for /metrics (admin.key also works)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth_keys: tuple[ClientKeyConfig, ...] = ()
@@ -119,7 +165,11 @@ class Config:
     plugins: dict[str, Any] = field(default_factory=dict)   # per-plugin settings: config.plugin(name)
     cache: CacheConfig = field(default_factory=CacheConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     source: str = "<defaults>"
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def shared_redis_url(self) -> str | None:
@@ -199,6 +249,11 @@ def load_config(path: str | os.PathLike[str] | None = None,
         data.setdefault("server", {})
         if isinstance(data["server"], dict):
             data["server"] = {**data["server"], "port": port_env}
+    admin_env = env.get("P5PROXY_ADMIN_KEY")
+    if admin_env:
+        admin = data.get("admin")
+        data["admin"] = {**(admin if isinstance(admin, dict) else {}), "key": admin_env,
+                         "key_sha256": None}
     return config_from_dict(data, source=source)
 
 
@@ -290,7 +345,7 @@ class _Checker:
 _SERVER_KEYS = {"host", "port", "max_body_bytes", "heartbeat_secs", "grace_secs", "pool_limit",
                 "pool_limit_per_host", "max_json_depth", "client_read_timeout"}
 _TOP_KEYS = {"server", "auth", "providers", "models", "default_model", "default_max_tokens",
-             "plugins_dir", "plugins", "cache", "redis"}
+             "plugins_dir", "plugins", "cache", "redis", "admin", "logging", "logs", "metrics"}
 _CACHE_KEYS = {"enabled", "ttl_secs", "tool_ttl_secs", "max_entry_bytes", "memory_entries",
                "redis_url", "shared_across_keys", "dedup", "lease_secs"}
 _REDIS_KEYS = {"url", "prefix", "op_timeout"}
@@ -339,6 +394,8 @@ def _redis(c: _Checker, raw: dict[str, Any]) -> RedisConfig:
         op_timeout=c.number(raw.get("op_timeout"), "redis.op_timeout", d.op_timeout,
                             minimum=0.01),
     )
+
+
 _PROVIDER_KEYS = {"type", "base_url", "api_key", "api_keys", "timeouts", "headers"}
 _MODEL_KEYS = {"provider", "model", "max_tokens", "max_output_tokens", "filters"}
 
@@ -415,6 +472,7 @@ def _client_key(c: _Checker, raw: Any, path: str) -> ClientKeyConfig | None:
                      allow_none=True),
         tpm=c.number(raw.get("tpm"), f"{path}.tpm", None, integer=True, minimum=1,
                      allow_none=True),
+        key=key or None,
     )
 
 
@@ -439,6 +497,32 @@ def _auth(c: _Checker, raw: dict[str, Any]) -> tuple[ClientKeyConfig, ...]:
         else:
             keys.append(key)
     return tuple(keys)
+
+
+def _admin(c: _Checker, raw: dict[str, Any],
+           client_keys: tuple[ClientKeyConfig, ...]) -> AdminConfig:
+    client_digests = {k.sha256.hex() for k in client_keys}
+    for name in raw:
+        if name not in ("key", "key_sha256", "session_secs"):
+            c.fail(f"admin.{name}", "unknown setting (known: key, key_sha256, session_secs)")
+    key = c.string(raw.get("key"), "admin.key")
+    digest = c.string(raw.get("key_sha256"), "admin.key_sha256")
+    if key is not None and digest is not None:
+        c.fail("admin", "give either key or key_sha256, not both")
+    if key is not None:
+        if len(key) < 12:
+            c.fail("admin.key", "must be at least 12 characters long")
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        if digest in client_digests:
+            c.fail("admin.key", "must differ from every client key in auth.keys")
+    elif digest is not None:
+        digest = digest.lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            c.fail("admin.key_sha256", "must be 64 hexadecimal digits (sha256sum of the key)")
+        elif digest in client_digests:
+            c.fail("admin.key_sha256", "must differ from every client key in auth.keys")
+    return AdminConfig(key_sha256=digest, session_secs=c.number(
+        raw.get("session_secs"), "admin.session_secs", AdminConfig().session_secs, minimum=60))
 
 
 def _timeouts(c: _Checker, raw: Any, path: str) -> Timeouts:
@@ -536,6 +620,10 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
         c.fail("plugins_dir", f"{plugins_dir!r} is not a directory")
     cache = _cache(c, c.mapping(data.get("cache"), "cache"))
     redis = _redis(c, c.mapping(data.get("redis"), "redis"))
+    admin = _admin(c, c.mapping(data.get("admin"), "admin"), auth_keys)
+    logging_ = _logging(c, c.mapping(data.get("logging"), "logging"))
+    logs = _logs(c, c.mapping(data.get("logs"), "logs"))
+    metrics = _metrics(c, c.mapping(data.get("metrics"), "metrics"))
     if c.problems:
         raise ConfigError(c.problems)
     return Config(
@@ -543,6 +631,74 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
         default_model=default_model,
         default_max_tokens=c.number(data.get("default_max_tokens"), "default_max_tokens", 4096,
                                     integer=True, minimum=1),
-        plugins_dir=plugins_dir, plugins=c.mapping(data.get("plugins"), "plugins"),
-        cache=cache, redis=redis, source=source,
+        cache=cache, redis=redis,
+        plugins_dir=plugins_dir, plugins=c.mapping(data.get("plugins"), "plugins"), admin=admin,
+        source=source, logging=logging_, logs=logs, metrics=metrics,
     )
+
+
+# --- observability: logging, logs (request log store), metrics --------------------------------
+
+def _known(c: _Checker, raw: dict[str, Any], section: str, known: tuple[str, ...]) -> None:
+    for key in raw:
+        if key not in known:
+            c.fail(f"{section}.{key}", f"unknown setting (known: {', '.join(sorted(known))})")
+
+
+def _flag(c: _Checker, value: Any, path: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0", ""):
+        return False
+    c.fail(path, f"must be true or false, got {value!r}")
+    return default
+
+
+def _logging(c: _Checker, raw: dict[str, Any]) -> LoggingConfig:
+    _known(c, raw, "logging", ("format", "access", "bodies", "body_max_bytes"))
+    d = LoggingConfig()
+    fmt = (c.string(raw.get("format"), "logging.format") or d.format).lower()
+    if fmt not in ("text", "json"):
+        c.fail("logging.format", f"must be text or json, got {fmt!r}")
+        fmt = d.format
+    return LoggingConfig(
+        format=fmt, access=_flag(c, raw.get("access"), "logging.access", d.access),
+        bodies=_flag(c, raw.get("bodies"), "logging.bodies", d.bodies),
+        body_max_bytes=c.number(raw.get("body_max_bytes"), "logging.body_max_bytes",
+                                d.body_max_bytes, integer=True, minimum=0))
+
+
+def _logs(c: _Checker, raw: dict[str, Any]) -> LogsConfig:
+    _known(c, raw, "logs", ("enabled", "database_url", "table", "retention_days", "max_rows",
+                            "batch_rows", "flush_secs", "queue_max"))
+    d = LogsConfig()
+    url = c.string(raw.get("database_url"), "logs.database_url")
+    if url and not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        c.fail("logs.database_url", "must start with sqlite:/// or postgresql://, got "
+               f"{url.split('://')[0]}://...")
+    table = c.string(raw.get("table"), "logs.table") or d.table
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", table):
+        c.fail("logs.table", f"must be a plain SQL identifier, got {table!r}")
+    return LogsConfig(
+        enabled=_flag(c, raw.get("enabled"), "logs.enabled", d.enabled),
+        database_url=url, table=table,
+        retention_days=c.number(raw.get("retention_days"), "logs.retention_days",
+                                d.retention_days),
+        max_rows=c.number(raw.get("max_rows"), "logs.max_rows", d.max_rows, integer=True),
+        batch_rows=c.number(raw.get("batch_rows"), "logs.batch_rows", d.batch_rows,
+                            integer=True, minimum=1),
+        flush_secs=c.number(raw.get("flush_secs"), "logs.flush_secs", d.flush_secs,
+                            minimum=0.01),
+        queue_max=c.number(raw.get("queue_max"), "logs.queue_max", d.queue_max, integer=True,
+                           minimum=1))
+
+
+def _metrics(c: _Checker, raw: dict[str, Any]) -> MetricsConfig:
+    _known(c, raw, "metrics", ("enabled", "key"))
+    return MetricsConfig(enabled=_flag(c, raw.get("enabled"), "metrics.enabled", True),
+                         key=c.string(raw.get("key"), "metrics.key"))

@@ -49,6 +49,16 @@ def p5proxy_resolve_route(model: str, config: Any) -> Any:
     """
 
 
+@hookspec(firstresult=True)
+def p5proxy_response_cache(config: Any, redis: Any) -> Any:
+    """Return the `p5proxy.response_cache.ResponseCache` to use, or None for the next
+    implementation. Runs at start-up. ``redis`` is the shared `SharedRedis` or None.
+
+    The bundled implementation (trylast) keeps entries in memory and, with Redis configured,
+    in Redis too; it returns None when ``cache.enabled`` is false (no cache, no de-duplication).
+    """
+
+
 @hookspec
 def p5proxy_register_routes(app: Any, config: Any) -> None:
     """Add extra HTTP routes to the aiohttp application (``app.router.add_get(...)``).

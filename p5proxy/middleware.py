@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from .access import RateLimited, presented_key
-from .appkeys import ACCESS, CLIENT, REQUEST_ID
+from . import metrics, record
+from .access import RateLimited, presented_key, settle
+from .admin import is_admin_path
+from .appkeys import ACCESS, CLIENT, RECORD, REQUEST_ID, STATE
 from .errors import P5ProxyError, UnknownModel, kind_for_status
-from .ids import request_id
 from .inputs import read_body
 from .surfaces import ANTHROPIC, OPENAI, Surface
 
@@ -35,6 +36,12 @@ def surface_for(request: web.Request) -> Surface:
 client_key = presented_key   # the key a client sent (kept under its older name)
 
 
+def _note_error(request: web.Request, err: P5ProxyError) -> None:
+    rec = request.get(RECORD)
+    if rec is not None:
+        record.note_error(rec, err)
+
+
 def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Response:
     surface = surface_for(request)
     resp = web.Response(body=orjson.dumps(surface.error_body(err, rid)),
@@ -50,31 +57,64 @@ def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Re
 
 @web.middleware
 async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = request_id()
+    rec = record.begin(request, surface_for(request).name)
+    if not request.path.startswith("/v1/"):   # only API requests are counted, logged, stored
+        return await _handle(request, handler, rec.request_id)
+    try:
+        resp = await _handle(request, handler, rec.request_id)
+    except BaseException as exc:
+        _redact_record(request, rec)
+        record.finish(request, rec, None, exc)
+        raise
+    _redact_record(request, rec)
+    record.finish(request, rec, resp, None)
+    return resp
+
+
+def _redact_record(request: web.Request, rec: record.RequestRecord) -> None:
+    """A stream's error event (noted as it was written) may repeat what an upstream echoed."""
+    if rec.error_message:
+        rec.error_message = request.app[ACCESS].redact(rec.error_message, request)
+
+
+async def _handle(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
     request[REQUEST_ID] = rid
     try:
-        request[CLIENT] = (request.app[ACCESS].authenticate(request)
-                           if request.path not in _OPEN_PATHS else None)
-        if request.body_exists:
-            await read_body(request)   # size limit and read deadline; aiohttp keeps the bytes
-        resp = await handler(request)
+        config = request.app[STATE].config
+        path = request.path
+        own_key = path in _OPEN_PATHS or (path == "/metrics" and bool(metrics.keys(config))) \
+            or is_admin_path(path)   # open, or checking their own key
+        request[CLIENT] = None if own_key else request.app[ACCESS].authenticate(request)
+        if request.body_exists:   # size limit and read deadline; aiohttp keeps the bytes
+            body = await read_body(request)
+            if config.logging.bodies:
+                request[RECORD].request_body = body
+        try:
+            resp = await handler(request)
+        finally:
+            settle(request)   # tokens the answer used, against the key's tokens per minute
     except P5ProxyError as err:
         err.message = request.app[ACCESS].redact(err.message, request)
         if err.status >= 500:
             log.warning("%s %s -> %s: %s", request.method, request.path, err.status, err.message)
         resp = _error_response(request, err, rid)
+        _note_error(request, err)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         message = exc.text if exc.status != 404 else f"no route for {request.method} {request.path}"
         err_cls = UnknownModel if exc.status == 404 else P5ProxyError
-        resp = _error_response(request, err_cls(message or exc.reason, status=exc.status,
-                                                kind=kind_for_status(exc.status)), rid)
+        http_err = err_cls(message or exc.reason, status=exc.status,
+                           kind=kind_for_status(exc.status))
+        resp = _error_response(request, http_err, rid)
+        _note_error(request, http_err)
     except ConnectionError:
         raise   # the client is gone: nobody to answer
     except Exception:   # a bug: still answer in the caller's protocol, and say where in the log
         log.exception("internal error in %s %s", request.method, request.path)
-        resp = _error_response(request, P5ProxyError("internal error in the gateway"), rid)
+        bug = P5ProxyError("internal error in the gateway")
+        resp = _error_response(request, bug, rid)
+        _note_error(request, bug)
     if not resp.prepared:
         resp.headers.setdefault(surface_for(request).request_id_header, rid)
         if resp.status == 408:   # a client too slow to send its body: answer, then hang up

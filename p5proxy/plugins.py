@@ -32,6 +32,7 @@ DEFAULT_PLUGINS = (
     "p5proxy_plugins.filter_tool_emulation",
     "p5proxy_plugins.filter_think_tags",
     "p5proxy_plugins.filter_strip",
+    "p5proxy_plugins.cache_response",
 )
 
 

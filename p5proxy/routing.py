@@ -91,7 +91,8 @@ class Router:
             return None
         emulated = Route(route.provider, route.upstream_model, route.model,
                          [self._filters[EMULATION_FILTER], *route.filters])
-        self._cache[model] = emulated
+        if self.providers.get(route.provider.name) is route.provider:   # not a reloaded-away one
+            self._cache[model] = emulated
         return emulated
 
     def _unknown_message(self, model: str) -> str:

@@ -3,6 +3,7 @@
 Workers each bind the port with SO_REUSEPORT, so the kernel spreads connections over them; the
 parent only supervises. SIGTERM or SIGINT starts a graceful stop: listeners close at once,
 in-flight requests (streams included) get `grace` seconds to finish, then they are cancelled.
+SIGHUP reloads the configuration file (reload.py); the supervisor forwards it to every worker.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import signal
 from collections.abc import Callable
 
 from aiohttp import web
+
+from .appkeys import STATE
+from .reload import reload_app
 
 __all__ = ["serve", "DEFAULT_GRACE_SECS"]
 
@@ -32,13 +36,6 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def _read_timeout(app: web.Application) -> float:
-    from .appkeys import STATE   # the application's own setting (server.client_read_timeout)
-
-    state = app.get(STATE)
-    return state.config.server.client_read_timeout if state is not None else 75.0
-
-
 async def _run(make_app: AppFactory, host: str, port: int, *, access_log: bool,
                reuse_port: bool, grace: float) -> None:
     stop = asyncio.Event()
@@ -46,11 +43,16 @@ async def _run(make_app: AppFactory, host: str, port: int, *, access_log: bool,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     app = make_app()
+    state = app[STATE]
+    if reuse_port:   # a worker: an admin reload asks the supervisor to reload every worker
+        state.supervisor_pid = os.getppid()
+    loop.add_signal_handler(signal.SIGHUP,
+                            lambda: state.background(reload_app(app, trigger="SIGHUP")))
     runner = web.AppRunner(app,
                            handler_cancellation=True,   # a client that leaves cancels its upstream call
                            # headers must arrive within this long of connecting (or of the last
                            # response on a kept-alive connection): slow-header clients are cut
-                           keepalive_timeout=_read_timeout(app),
+                           keepalive_timeout=state.config.server.client_read_timeout,
                            shutdown_timeout=grace,
                            access_log=logging.getLogger("aiohttp.access") if access_log else None)
     await runner.setup()
@@ -71,6 +73,9 @@ async def _run(make_app: AppFactory, host: str, port: int, *, access_log: bool,
 
 def _serve_one(make_app: AppFactory, host: str, port: int, *, access_log: bool,
                reuse_port: bool, grace: float) -> None:
+    # until the application exists and installs its own handler, a SIGHUP is ignored (its
+    # default action would end the process; a worker inherits the supervisor's forwarder)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_run(make_app, host, port, access_log=access_log, reuse_port=reuse_port,
                         grace=grace))
@@ -96,7 +101,13 @@ def serve(make_app: AppFactory, host: str, port: int, *, workers: int = 1,
             if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signal.SIGTERM)
 
+    def forward_hup(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGHUP)
+
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, forward_hup)
     try:
         for proc in procs:
             proc.start()

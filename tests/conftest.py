@@ -62,6 +62,12 @@ async def start_gateway(aiohttp_server: Any, cfg: dict[str, Any]) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path: Any, monkeypatch: Any) -> None:
+    """The request log's default SQLite file goes to the test's own directory."""
+    monkeypatch.setenv("P5PROXY_DATA_DIR", str(tmp_path / "p5proxy-data"))
+
+
 @pytest.fixture
 async def make_gateway(aiohttp_server: Any, fake_openai: Any, fake_anthropic: Any) -> Any:
     """`await make_gateway(**config_overrides)` -> Gateway; `configure(cfg)` may edit the

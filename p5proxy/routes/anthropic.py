@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..access import check_model
 from ..protocols.anthropic import decode_request
+from ..record import note_request
 from ..surfaces import ANTHROPIC
 from ..tokens import estimate_input_tokens
 from .chat import handle_chat, read_json
@@ -25,5 +26,6 @@ async def count_tokens(request: web.Request) -> web.Response:
     """Answered locally with an estimate (system, tools, messages, images): Claude Code calls
     this often, and a 404 here degrades its context accounting."""
     req = decode_request(await read_json(request), count_only=True)
+    note_request(request, req)
     check_model(request, req.model)
     return web.json_response({"input_tokens": estimate_input_tokens(req)})

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..access import admit, meter
+from ..access import admit
 from ..aggregate import Aggregator
 from ..appkeys import REQUEST_ID, STATE
 from ..canonical import ChatRequest, ErrorEvent
@@ -25,9 +25,11 @@ from ..errors import P5ProxyError, UpstreamError
 from ..filters import apply_filters
 from ..inputs import read_json
 from ..provider import Route
+from ..record import note_cache, note_request, note_route, note_usage, tap
 from ..surfaces import Surface
 from ..tokens import estimate_from_body_size, estimate_input_tokens
 from ..upstream import Waited
+from .shared_answer import CACHE_HEADER, CACHE_SOURCE_HEADER, open_answer
 
 __all__ = ["read_json", "handle_chat", "SSE_HEADERS", "OVERHEAD_HEADER"]
 
@@ -49,10 +51,14 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     started = time.perf_counter()
     state = request.app[STATE]
     req = surface.decode(await read_json(request), request.headers)
-    await admit(request, req)   # the client key's model permission and limits
+    note_request(request, req)   # the request log record (record.py)
+    await admit(request, req)   # the client key's model permission and limits (access.py)
     waited = Waited()
-    batches, first, route = await _start(state, req, state.router.resolve(req.model), waited)
-    batches = meter(request, batches, first)   # tokens used, counted when the answer ends
+    route = note_route(request, state.router.resolve(req.model))
+    answer = await open_answer(state, request, req, route, waited, _start)
+    batches, first, route = answer.rest, answer.first, answer.route
+    cache_headers = {CACHE_HEADER: answer.status, CACHE_SOURCE_HEADER: answer.source}
+    note_cache(request, answer.status, answer.source)
     passthrough = route.provider.protocol == req.ingress and not req.rewritten
     estimate = 0
     if not passthrough:   # message_start needs input tokens before the upstream reports them
@@ -67,17 +73,20 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                 for ev in batch:
                     agg.feed(ev)
             final = agg.result()
+            note_usage(request, final.usage)
             if passthrough and final.body is not None and not route.filters:
                 # same protocol, untouched: the upstream's answer as it is, every field kept
-                answer = {**final.body, "model": req.model}
+                body = {**final.body, "model": req.model}
             else:
-                answer = surface.render_response(final, model=req.model,
+                body = surface.render_response(final, model=req.model,
                                                  input_estimate=estimate, passthrough=passthrough)
-            return web.Response(body=orjson.dumps(answer), content_type="application/json",
-                                headers={OVERHEAD_HEADER: _overhead_ms(started, waited)})
+            return web.Response(body=orjson.dumps(body), content_type="application/json",
+                                headers={OVERHEAD_HEADER: _overhead_ms(started, waited),
+                                         **cache_headers})
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
-        resp = web.StreamResponse(headers=SSE_HEADERS)
+        renderer = tap(request, renderer)   # notes time to first byte, usage, error events
+        resp = web.StreamResponse(headers={**SSE_HEADERS, **cache_headers})
         resp.headers[surface.request_id_header] = request[REQUEST_ID]
         resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited)   # up to the first byte
         await resp.prepare(request)

@@ -57,6 +57,7 @@ async def health(request: web.Request) -> web.Response:
         "auth": "keys" if state.config.auth_keys else "open",
         "client_keys": request.app[ACCESS].describe(),
         "redis": state.redis.describe() if state.redis is not None else None,
+        "cache": state.cache.describe() if state.cache is not None else {"enabled": False},
     })
 
 

@@ -72,6 +72,14 @@ class RedisServer:
                 self.proc.wait(5)
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: Redis vanishes without closing anything."""
+        if self.proc is not None:
+            self.resume()
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
     def pause(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGSTOP)

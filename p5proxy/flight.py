@@ -1,0 +1,114 @@
+"""One upstream answer shared by every client that asked the same question at the same time.
+
+A `Flight` runs its producer (the upstream call, or a relay of another instance's call) in its
+own task and keeps every batch it produced. Each client reads the flight with its own cursor:
+first what was produced before it joined, then the rest as it arrives. The producer does not
+belong to any one client: a client that leaves only stops its own reading, and the producer is
+cancelled when the last reader leaves before the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
+
+from .canonical import HEARTBEAT, Heartbeat, StreamEvent
+from .errors import UpstreamError
+
+__all__ = ["Flight"]
+
+Batch = list[StreamEvent]
+_HEARTBEAT_BATCH: Batch = [HEARTBEAT]
+
+
+class Flight:
+    __slots__ = ("key", "log", "done", "error", "readers", "joined", "task", "_wake",
+                 "heartbeat_secs", "route", "on_end")
+
+    def __init__(self, key: str, *, heartbeat_secs: float) -> None:
+        self.key = key
+        self.log: list[Batch] = []
+        self.done = False
+        self.error: BaseException | None = None
+        self.readers = 0
+        self.joined = 0                      # readers other than the first
+        self.task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.heartbeat_secs = heartbeat_secs
+        self.route: Any = None               # the route that answered (set by the producer)
+        self.on_end: list[Callable[[Flight], None]] = []
+
+    def start(self, producer: AsyncIterator[Batch]) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._pump(producer))
+
+    async def _pump(self, producer: AsyncIterator[Batch]) -> None:
+        try:
+            async for batch in producer:
+                # keep-alives are per reader (see read): a late joiner must not replay them
+                if batch and not (len(batch) == 1 and isinstance(batch[0], Heartbeat)):
+                    self.log.append(batch)
+                    self._notify()
+        except asyncio.CancelledError:
+            self.error = UpstreamError("the upstream request was cancelled", status=503,
+                                       kind="overloaded_error")
+        except BaseException as exc:   # delivered to every reader, in its own protocol
+            self.error = exc
+        finally:
+            aclose = getattr(producer, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(BaseException):
+                    await aclose()
+            self.done = True
+            self._notify()
+            for callback in self.on_end:
+                callback(self)
+
+    def _notify(self) -> None:
+        wake, self._wake = self._wake, asyncio.Event()
+        wake.set()
+
+    async def wait(self, seen: int, timeout: float) -> None:
+        """Until the log holds more than `seen` batches or the flight is done (at most
+        `timeout`). For observers such as a relay, which do not count as readers."""
+        if len(self.log) > seen or self.done:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+
+    @property
+    def succeeded(self) -> bool:
+        return self.done and self.error is None
+
+    async def read(self) -> AsyncGenerator[Batch, None]:
+        """Every batch from the start; the producer's exception is raised where it happened.
+        While the producer is silent after its first batch, the reader gets keep-alives."""
+        self.readers += 1
+        if self.readers > 1:
+            self.joined += 1
+        i = 0
+        try:
+            while True:
+                if i < len(self.log):
+                    i += 1
+                    yield self.log[i - 1]
+                    continue
+                if self.done:
+                    if self.error is not None:
+                        raise self.error
+                    return
+                wake = self._wake
+                if not self.log:
+                    await wake.wait()
+                    continue
+                try:
+                    async with asyncio.timeout(self.heartbeat_secs):
+                        await wake.wait()
+                except TimeoutError:
+                    yield _HEARTBEAT_BATCH
+        finally:
+            self.readers -= 1
+            if self.readers == 0 and not self.done and self.task is not None:
+                self.task.cancel()   # nobody is left to read the answer: stop paying for it

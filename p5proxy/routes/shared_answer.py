@@ -1,0 +1,168 @@
+"""Where a chat answer comes from: the cache, an identical request already under way (here or
+on another instance), or a new upstream call that others may join.
+
+`open_answer` returns the first batch and the rest, like routes/chat.py `_start`, plus the
+values of the X-Proxy-Cache and X-Proxy-Cache-Source headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ..aggregate import Aggregator
+from ..cachekey import cache_key
+from ..canonical import ChatRequest, StreamEvent
+from ..flight import Flight
+from ..middleware import client_key
+from ..provider import Route
+from ..replay import replay_events
+from ..response_cache import LeaderLost, ResponseCache
+from ..upstream import Waited
+
+__all__ = ["open_answer", "Answer", "CACHE_HEADER", "CACHE_SOURCE_HEADER"]
+
+log = logging.getLogger("p5proxy.cache")
+
+CACHE_HEADER = "X-Proxy-Cache"
+CACHE_SOURCE_HEADER = "X-Proxy-Cache-Source"
+Batch = list[StreamEvent]
+Start = Callable[[Any, ChatRequest, Route, Waited],
+                 Awaitable[tuple[AsyncGenerator[Batch, None], Batch, Route]]]
+
+
+@dataclass(slots=True)
+class Answer:
+    first: Batch
+    rest: AsyncGenerator[Batch, None]
+    route: Route
+    status: str            # HIT | MISS | BYPASS | DISABLED
+    source: str            # memory | redis | inflight | live
+
+
+def _client_wishes(request: web.Request) -> tuple[bool, bool]:
+    """(may read the cache, may store the answer) from X-Proxy-Cache / Cache-Control."""
+    if request.headers.get(CACHE_HEADER, "").strip().lower() == "bypass":
+        return False, True
+    control = request.headers.get("Cache-Control", "").lower()
+    if "no-store" in control:
+        return False, False
+    if "no-cache" in control:
+        return False, True
+    return True, True
+
+
+def _tenant(request: web.Request, shared: bool) -> str:
+    key = None if shared else client_key(request)
+    return hashlib.sha256(key.encode()).hexdigest()[:24] if key else "*"
+
+
+async def _replay(batches: list[Batch]) -> AsyncGenerator[Batch, None]:
+    for batch in batches:
+        yield batch
+
+
+async def _upstream(start: Start, state: Any, req: ChatRequest, route: Route, waited: Waited,
+                    flight: Flight) -> AsyncGenerator[Batch, None]:
+    rest, first, flight.route = await start(state, req, route, waited)
+    async with contextlib.aclosing(rest):
+        yield first
+        async for batch in rest:
+            yield batch
+
+
+async def _followed(cache: ResponseCache, remote: AsyncIterator[Batch], key: str, start: Start,
+                    state: Any, req: ChatRequest, route: Route, waited: Waited,
+                    flight: Flight) -> AsyncGenerator[Batch, None]:
+    """Another instance's answer, relayed; if that instance stops before its first batch, ask
+    upstream from here instead (and lead, when the lease can be had)."""
+    flight.route = route
+    try:
+        async for batch in remote:
+            yield batch
+        return
+    except LeaderLost:
+        log.warning("the instance answering %s… stopped first; asking upstream here", key[:12])
+    cache.stats.takeovers += 1
+    if await cache.follow(key) is None:
+        cache.lead(key, flight)
+    async for batch in _upstream(start, state, req, route, waited, flight):
+        yield batch
+
+
+def _store_when_done(cache: ResponseCache, key: str, ttl: float) -> Callable[[Flight], None]:
+    def store(flight: Flight) -> None:
+        if not flight.succeeded:
+            return
+        agg = Aggregator()
+        try:
+            for batch in flight.log:
+                for ev in batch:
+                    agg.feed(ev)
+            final = agg.result()
+        except Exception:   # an error event or a truncated stream: never kept
+            return
+        cache.put(key, final, ttl)
+    return store
+
+
+def _forget(flights: dict[str, Flight]) -> Callable[[Flight], None]:
+    def forget(flight: Flight) -> None:
+        if flights.get(flight.key) is flight:
+            del flights[flight.key]
+    return forget
+
+
+async def open_answer(state: Any, request: web.Request, req: ChatRequest, route: Route,
+                      waited: Waited, start: Start) -> Answer:
+    cache: ResponseCache | None = state.cache
+    if cache is None:
+        rest, first, route = await start(state, req, route, waited)
+        return Answer(first, rest, route, "DISABLED", "live")
+    settings = state.config.cache
+    read, store = _client_wishes(request)
+    key = cache_key(req, route, _tenant(request, settings.shared_across_keys))
+    flights: dict[str, Flight] = state.flights
+    if read:
+        hit = await cache.get(key)
+        if hit is not None:
+            cache.stats.hits += 1
+            batches = replay_events(hit[0])
+            return Answer(batches[0], _replay(batches[1:]), route, "HIT", hit[1])
+        flight = flights.get(key) if settings.dedup else None
+        if flight is not None:
+            cache.stats.inflight_joins += 1
+            reader = flight.read()
+            first = await anext(reader)   # the leader's error, if it failed before answering
+            return Answer(first, reader, flight.route or route, "HIT", "inflight")
+    else:
+        cache.stats.bypasses += 1
+    flight = Flight(key, heartbeat_secs=state.config.server.heartbeat_secs)
+    status, source = ("MISS" if read else "BYPASS"), "live"
+    remote = await cache.follow(key) if read and settings.dedup else None
+    if remote is not None:
+        cache.stats.remote_joins += 1
+        status, source = "HIT", "inflight"
+        flight.start(_followed(cache, remote, key, start, state, req, route, waited, flight))
+    else:
+        if read:
+            cache.stats.misses += 1
+        flight.start(_upstream(start, state, req, route, waited, flight))
+        if read and settings.dedup:
+            cache.lead(key, flight)
+    if store:
+        ttl = settings.tool_ttl_secs if req.tools else settings.ttl_secs
+        flight.on_end.append(_store_when_done(cache, key, ttl))
+    if read and settings.dedup:
+        flights[key] = flight
+        flight.on_end.append(_forget(flights))
+    reader = flight.read()
+    first = await anext(reader, [])
+    return Answer(first, reader, flight.route or route, status, source)

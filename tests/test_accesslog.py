@@ -1,0 +1,134 @@
+"""The per-request log line (p5proxy.access) and request ids, over real requests."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from p5proxy.accesslog import JsonFormatter, redact
+from tests.fakes import Reply
+
+HI = [{"role": "user", "content": "hi"}]
+CLIENT_KEY = "sk-client-secret-0123456789"
+
+
+def access_lines(caplog: Any) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "p5proxy.access"]
+
+
+async def test_text_line_has_the_fields_and_never_the_key(make_gateway: Any, caplog: Any) -> None:
+    caplog.set_level(logging.INFO, logger="p5proxy.access")
+    gw = await make_gateway(auth={"keys": [CLIENT_KEY]})
+    gw.openai.replies.append(Reply(text="hello", usage={"input": 12, "output": 3}))
+    async with httpx.AsyncClient(timeout=20) as client:
+        resp = await client.post(f"{gw.url}/v1/chat/completions",
+                                 headers={"Authorization": f"Bearer {CLIENT_KEY}",
+                                          "X-Request-Id": "trace-42"},
+                                 json={"model": "gpt-4o", "messages": HI})
+        assert resp.status_code == 200
+        health = await client.get(f"{gw.url}/health")
+        assert health.status_code == 200
+    lines = access_lines(caplog)
+    assert len(lines) == 1, lines   # /health is not an API request
+    line = lines[0]
+    for part in ("request_id=trace-42", "model=gpt-4o", "route=oa/gpt-4o-upstream",
+                 "status=200", "input_tokens=12", "output_tokens=3", "protocol=openai",
+                 "latency_ms="):
+        assert part in line, line
+    assert CLIENT_KEY not in line and "ttft_ms" not in line
+
+
+async def test_json_line_for_a_stream_and_an_error(make_gateway: Any, caplog: Any) -> None:
+    caplog.set_level(logging.INFO, logger="p5proxy.access")
+    gw = await make_gateway(logging={"format": "json"})
+    gw.anthropic.replies.append(Reply(text="streamed", usage={"input": 5, "output": 2}))
+    async with httpx.AsyncClient(timeout=20) as client:
+        streamed = await client.post(f"{gw.url}/v1/messages",
+                                     json={"model": "claude-native", "max_tokens": 20,
+                                           "messages": HI, "stream": True})
+        assert streamed.status_code == 200
+        bad = await client.post(f"{gw.url}/v1/messages",
+                                json={"model": "claude-native", "messages": HI})
+        assert bad.status_code == 400
+    first, second = (orjson.loads(line) for line in access_lines(caplog))
+    assert first["request_id"] == streamed.headers["request-id"]
+    assert first["stream"] is True and first["status"] == 200 and first["ttft_ms"] > 0
+    assert first["route"] == "an/claude-sonnet-4-5-20250929" and first["output_tokens"] == 2
+    assert second["status"] == 400 and second["error_type"] == "invalid_request_error"
+    assert second["protocol"] == "anthropic"
+
+
+async def test_stream_error_event_is_logged(make_gateway: Any, caplog: Any) -> None:
+    caplog.set_level(logging.INFO, logger="p5proxy.access")
+    gw = await make_gateway(logging={"format": "json"})
+    gw.openai.replies.append(Reply(text="partial answer then failure", chunk_size=4,
+                                   stream_error={"type": "server_error",
+                                                 "message": "upstream blew up"}))
+    async with httpx.AsyncClient(timeout=20) as client:
+        resp = await client.post(f"{gw.url}/v1/chat/completions",
+                                 json={"model": "gpt-4o", "messages": HI, "stream": True})
+        assert resp.status_code == 200 and "upstream blew up" in resp.text
+    (line,) = (orjson.loads(x) for x in access_lines(caplog))
+    assert line["status"] == 200 and line["error_type"] and line["stream"] is True
+
+
+async def test_bodies_are_logged_only_when_enabled_redacted_and_capped(make_gateway: Any,
+                                                                       caplog: Any) -> None:
+    caplog.set_level(logging.INFO, logger="p5proxy.access")
+    secret = "sk-proj-abcdefghijklmnop1234"
+    long_text = "x" * 5000
+    body = {"model": "gpt-4o", "api_key": "hunter2-very-secret",
+            "messages": [{"role": "user", "content": f"my key is {secret} {long_text}"}]}
+    quiet = await make_gateway()
+    loud = await make_gateway(logging={"format": "json", "bodies": True, "body_max_bytes": 300})
+    async with httpx.AsyncClient(timeout=20) as client:
+        for gw in (quiet, loud):
+            resp = await client.post(f"{gw.url}/v1/chat/completions", json=body)
+            assert resp.status_code == 200
+    quiet_line, loud_line = access_lines(caplog)
+    assert "request_body" not in quiet_line and secret not in quiet_line
+    fields = orjson.loads(loud_line)
+    logged = fields["request_body"]
+    assert secret not in logged and "hunter2" not in logged and "[REDACTED]" in logged
+    assert "more bytes]" in logged and len(logged) < 400
+    assert "Hello from fake-openai" in fields["response_body"]
+
+
+@pytest.mark.parametrize("incoming,kept", [
+    ("abc-123_X.y:z", True), ("", False), ("has space", False), ("x" * 129, False),
+    ("tab\there", False), ("ünïcode", False)])
+async def test_incoming_request_id_is_kept_only_when_sane(make_gateway: Any, incoming: str,
+                                                          kept: bool) -> None:
+    gw = await make_gateway()
+    async with httpx.AsyncClient(timeout=20) as client:
+        resp = await client.post(f"{gw.url}/v1/messages",
+                                 headers={"X-Request-Id": incoming.encode("utf-8")},
+                                 json={"model": "claude-native", "max_tokens": 10,
+                                       "messages": HI})
+    assert resp.status_code == 200
+    rid = resp.headers["x-request-id"]
+    assert resp.headers["request-id"] == rid   # the protocol's own header says the same
+    assert (rid == incoming) is kept
+    if not kept:
+        assert rid.startswith("req_")
+
+
+def test_redact_shapes() -> None:
+    text = ('{"x-api-key": "abc", "Authorization": "Bearer zzzzzzzzzz", "password": "p\\"w", '
+            '"note": "use sk-ant-api03-AAAAAAAAAAAA or Bearer tok.en-1234567", "n": 1}')
+    out = redact(text)
+    assert "abc" not in out and "zzzz" not in out and 'p\\"w' not in out
+    assert "sk-ant" not in out and "tok.en" not in out and '"n": 1' in out
+
+
+def test_json_formatter_merges_access_fields() -> None:
+    record = logging.LogRecord("p5proxy.access", logging.INFO, __file__, 1, "msg", None, None)
+    record.p5proxy_fields = {"request_id": "r1", "status": 200}
+    out = orjson.loads(JsonFormatter().format(record))
+    assert out["request_id"] == "r1" and out["status"] == 200 and out["level"] == "INFO"
+    plain = logging.LogRecord("p5proxy", logging.WARNING, __file__, 1, "hello %s", ("w",), None)
+    assert orjson.loads(JsonFormatter().format(plain))["message"] == "hello w"

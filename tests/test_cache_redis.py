@@ -1,0 +1,210 @@
+"""The Redis tier in trouble, and two gateway processes sharing one Redis.
+
+Redis here is always a private `redis-server` the test starts, stops, pauses or kills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import yaml
+
+from tests.fakes.fixtures import eventually
+from tests.fakes.redis_server import RedisServer
+from tests.fakes.replies import Reply
+from tests.test_cache import AH, LONG, MSG, health, post, stream, streamed_text
+from tests.test_server import free_port
+
+
+def ask(i: int) -> dict[str, Any]:
+    return {**MSG, "messages": [{"role": "user", "content": f"question {i % 25}"}]}
+
+
+async def test_redis_killed_and_restarted_under_load_fails_no_request(
+        make_gateway: Any, redis_server: RedisServer) -> None:
+    gw = await make_gateway(cache={"enabled": True, "redis_url": redis_server.url})
+    statuses: list[int] = []
+
+    async def client(n: int) -> None:
+        for i in range(n):
+            status, body, _ = await post(gw, "/v1/messages", ask(i))
+            assert body["type"] == "message", body
+            statuses.append(status)
+
+    load = asyncio.gather(*(client(30) for _ in range(8)))
+    await eventually(lambda: len(statuses) >= 60, timeout=30)   # a quarter done: kill it
+    redis_server.kill()
+    await load
+    assert statuses == [200] * 240
+    stats = (await health(gw))["cache"]
+    assert stats["redis"]["failures"] > 0 and stats["redis"]["circuit_trips"] >= 1
+    # back again: after the circuit's pause, answers are written to Redis again
+    redis_server.start()
+    await asyncio.sleep(1.2)
+    await post(gw, "/v1/messages", ask(1000))
+    await eventually(lambda: True)
+    status, _, _ = await post(gw, "/v1/messages", ask(1001))
+    assert status == 200
+    assert (await health(gw))["cache"]["redis"]["up"] is True
+
+
+async def test_a_paused_redis_slows_requests_only_briefly(
+        make_gateway: Any, redis_server: RedisServer) -> None:
+    gw = await make_gateway(cache={"enabled": True, "redis_url": redis_server.url})
+    await post(gw, "/v1/messages", ask(0))
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(*(post(gw, "/v1/messages", ask(i)) for i in range(1, 21)))
+        assert [r[0] for r in results] == [200] * 20
+        assert time.monotonic() - started < 5   # a few operation deadlines, not a hang
+        # the memory tier still answers what it holds
+        assert (await post(gw, "/v1/messages", ask(0)))[2]["X-Proxy-Cache"] == "HIT"
+    finally:
+        redis_server.resume()
+
+
+# --- two processes ---------------------------------------------------------------------------
+
+async def serve(tmp_path: Path, name: str, upstream: str, redis_url: str,
+                lease_secs: float = 10) -> tuple[Any, str]:
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "cache": {"enabled": True, "redis_url": redis_url, "lease_secs": lease_secs},
+        "providers": {"oa": {"type": "openai", "base_url": upstream, "api_key": "k"}},
+        "models": {"claude-sonnet-4-5": {"provider": "oa", "model": "qwen3-coder"}}}))
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p5proxy", "serve", "--config", str(cfg), "--port", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(150):
+            try:
+                async with session.get(url + "/health") as resp:
+                    if resp.status == 200:
+                        return proc, url
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+    proc.kill()
+    await proc.wait()
+    pytest.fail(f"gateway {name} did not start")
+
+
+class Url:
+    """Enough of tests.conftest.Gateway for post() and stream()."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+@pytest.fixture
+async def two_gateways(tmp_path: Path, fake_openai: Any,
+                       redis_server: RedisServer) -> AsyncIterator[tuple[Any, list[Any], list[Url]]]:
+    fake, upstream = fake_openai
+    procs, urls = [], []
+    for name in ("one", "two"):
+        proc, url = await serve(tmp_path, name, upstream, redis_server.url, lease_secs=1)
+        procs.append(proc)
+        urls.append(Url(url))
+    try:
+        yield fake, procs, urls
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_two_processes_make_one_upstream_call_for_twenty_requests(
+        two_gateways: tuple[Any, list[Any], list[Url]]) -> None:
+    fake, _, (one, two) = two_gateways
+    fake.replies = [Reply(text=LONG, chunk_size=8, delay=0.03)]
+    first = asyncio.create_task(stream(one, "/v1/messages", MSG))   # type: ignore[arg-type]
+    await eventually(lambda: fake.open_streams == 1, timeout=5)
+    rest = await asyncio.gather(
+        *(stream(gw, "/v1/messages", MSG) for gw in [one, two] * 5),   # type: ignore[arg-type]
+        *(post(gw, "/v1/messages", MSG) for gw in [one, two] * 5))     # type: ignore[arg-type]
+    events, _ = await first
+    assert streamed_text(events) == LONG
+    for events, h in rest[:10]:
+        assert streamed_text(events) == LONG and b"message_stop" in events[-1]
+        assert h["X-Proxy-Cache"] == "HIT"
+    for status, body, h in rest[10:]:
+        assert status == 200 and body["content"][0]["text"] == LONG
+    assert len(fake.requests) == 1
+    # and the stored answer is shared too
+    await asyncio.sleep(0.2)
+    assert (await post(two, "/v1/messages", MSG))[2]["X-Proxy-Cache"] == "HIT"  # type: ignore[arg-type]
+
+
+async def test_a_leader_that_dies_mid_stream_ends_its_followers_cleanly(
+        two_gateways: tuple[Any, list[Any], list[Url]]) -> None:
+    fake, procs, (one, two) = two_gateways
+    fake.replies = [Reply(text=LONG, chunk_size=4, delay=0.05)]
+    leader = asyncio.create_task(stream(one, "/v1/messages", MSG))   # type: ignore[arg-type]
+    await eventually(lambda: fake.open_streams == 1, timeout=5)
+
+    async def follow() -> tuple[list[bytes], float]:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(two.url + "/v1/messages", json={**MSG, "stream": True},
+                              headers=AH) as resp:
+                assert resp.status == 200 and resp.headers["X-Proxy-Cache"] == "HIT"
+                events = [await resp.content.readuntil(b"\n\n")]
+                procs[0].send_signal(signal.SIGKILL)   # the leader's process dies
+                killed = time.monotonic()
+                events += (await resp.read()).split(b"\n\n")
+                return [e for e in events if e.strip()], time.monotonic() - killed
+
+    events, took = await follow()
+    assert b"event: error" in events[-1], events[-3:]
+    assert b"message_stop" not in b"".join(events)   # never a made-up normal ending
+    assert took < 8
+    with pytest.raises(Exception):
+        await leader
+
+
+async def test_a_leader_that_dies_before_answering_is_replaced(
+        two_gateways: tuple[Any, list[Any], list[Url]]) -> None:
+    fake, procs, (one, two) = two_gateways
+    calls: list[float] = []
+
+    async def slow_then_fine(body: dict[str, Any]) -> Reply:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            await asyncio.sleep(30)   # the first instance's call never answers
+        return Reply(text="answered by the survivor")
+    fake.responder = slow_then_fine
+    leader = asyncio.create_task(post(one, "/v1/messages", MSG))   # type: ignore[arg-type]
+    await eventually(lambda: len(calls) == 1, timeout=5)
+    follower = asyncio.create_task(post(two, "/v1/messages", MSG))   # type: ignore[arg-type]
+    await asyncio.sleep(0.3)
+    procs[0].send_signal(signal.SIGKILL)
+    status, body, h = await asyncio.wait_for(follower, 10)
+    assert status == 200 and body["content"][0]["text"] == "answered by the survivor"
+    assert len(calls) == 2
+    with pytest.raises(Exception):
+        await leader
+    stats = (await health(two))["cache"]   # type: ignore[arg-type]
+    assert stats["takeovers"] == 1
+
+
+def test_events_survive_the_trip_through_redis() -> None:
+    from p5proxy.canonical import (BlockStart, MessageDelta, MessageStart, TextDelta,
+                                   ThinkingPart, ToolCallPart, Usage)
+    from p5proxy.eventcodec import decode_event, encode_event
+    events = [MessageStart("msg_1", "m", Usage(3, 0, 1, 2, 0, {"service_tier": "x"}, "openai")),
+              BlockStart(0, ThinkingPart("", "sig", None)), TextDelta(1, "héllo"),
+              BlockStart(2, ToolCallPart("call_1", "f", {})),
+              MessageDelta("tool_use", None, Usage(3, 9))]
+    wire = orjson.loads(orjson.dumps([encode_event(e) for e in events]))
+    assert [decode_event(v) for v in wire] == events
