@@ -12,6 +12,7 @@ import aiohttp
 import anthropic
 import openai
 import pytest
+import yaml
 
 from p5proxy.config import config_from_dict
 from p5proxy.errors import ConfigError
@@ -162,3 +163,34 @@ def test_hash_key_command_prints_the_sha256_of_stdin() -> None:
     empty = subprocess.run([sys.executable, "-m", "p5proxy", "hash-key"], input="\n",
                            capture_output=True, text=True, timeout=30)
     assert empty.returncode == 2 and "empty key" in empty.stderr
+
+
+async def test_a_reload_swaps_the_keys_and_keeps_the_counters(
+        aiohttp_server: Any, fake_openai: Any, tmp_path: Any) -> None:
+    from p5proxy.app import create_app
+    from p5proxy.config import load_config
+    from p5proxy.plugins import make_plugin_manager
+    from p5proxy.reload import reload_app
+
+    _, upstream = fake_openai
+    path = tmp_path / "gw.yaml"
+
+    def write(keys: list[Any]) -> None:
+        path.write_text(yaml.safe_dump({
+            "auth": {"keys": keys},
+            "providers": {"oa": {"type": "openai", "base_url": upstream, "api_key": "k"}},
+            "models": {"gpt-4o": "oa"}}))
+
+    write([{"id": "a", "key": ALICE, "rpm": 2}])
+    config = load_config(path)
+    app = create_app(config, pm=make_plugin_manager(config, entry_point_plugins=False))
+    url = f"http://127.0.0.1:{(await aiohttp_server(app, host='127.0.0.1')).port}"
+    alice, bob = {"Authorization": f"Bearer {ALICE}"}, {"Authorization": f"Bearer {BOB}"}
+    assert (await call(url + "/v1/chat/completions", CHAT, alice))[0] == 200
+    assert (await call(url + "/v1/chat/completions", CHAT, bob))[0] == 401
+    write([{"id": "a", "key": ALICE, "rpm": 2}, {"id": "b", "key": BOB, "models": ["gpt-*"]}])
+    assert (await reload_app(app, trigger="test")).ok
+    assert (await call(url + "/v1/chat/completions", CHAT, bob))[0] == 200
+    assert (await call(url + "/v1/chat/completions", CHAT, alice))[0] == 200
+    # alice's counter survived the reload: her third request in the minute is refused
+    assert (await call(url + "/v1/chat/completions", CHAT, alice))[0] == 429

@@ -104,6 +104,7 @@ def test_the_description_is_openapi_3_1_and_covers_every_route() -> None:
                                  "/health", "/"}
 
 
+@pytest.mark.timeout(60 if not FUZZ else 3600)
 @schema.parametrize()
 @settings(max_examples=FUZZ or 20, deadline=None, derandomize=not FUZZ,
           suppress_health_check=list(HealthCheck))
