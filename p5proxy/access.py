@@ -13,7 +13,6 @@ short counts what was reported until then.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from typing import TYPE_CHECKING, Any
@@ -35,9 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["Access", "PermissionDenied", "RateLimited", "presented_key", "admit",
            "check_model", "settle", "configured_secrets"]
 
-log = logging.getLogger("p5proxy.access")
-
-
 class PermissionDenied(RequestError):
     status = 403
     kind = "permission_error"
@@ -46,10 +42,10 @@ class PermissionDenied(RequestError):
 class RateLimited(RequestError):
     status = 429
     kind = "rate_limit_error"
-    code = "rate_limit_exceeded"
 
     def __init__(self, message: str, *, retry_after: float | None) -> None:
-        super().__init__(message, retry_after=str(max(1, math.ceil(retry_after)))
+        super().__init__(message, code="rate_limit_exceeded",
+                         retry_after=str(max(1, math.ceil(retry_after)))
                          if retry_after is not None else None)
         self.should_retry = retry_after is not None
 

@@ -14,7 +14,6 @@ because Redis is.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -24,8 +23,6 @@ from typing import Any
 from .shared_redis import SharedRedis
 
 __all__ = ["WINDOW", "Check", "Verdict", "MemoryWindows", "Limiter", "retry_after"]
-
-log = logging.getLogger("p5proxy.limits")
 
 WINDOW = 60.0
 _TTL = int(WINDOW * 2) + 5
