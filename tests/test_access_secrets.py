@@ -4,6 +4,7 @@ errors that echo the key they were sent."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -79,6 +80,9 @@ async def test_no_secret_in_responses_health_or_logs(make_gateway: Any, unused_t
     logs = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert f"Redis at redis://***@127.0.0.1:{unused_tcp_port}" in logs   # failed, said so safely
     assert f'"url": "redis://***@127.0.0.1:{unused_tcp_port}/0"' in "".join(seen)   # /health
+    # the access log names the caller by its key's id, never by the key
+    assert "client_key_id=lim" in logs
+    assert "client_key_id=key-" + hashlib.sha256(CLIENT_KEY.encode()).hexdigest()[:8] in logs
     everything = "\n".join(seen) + logs
     for secret in SECRETS:
         assert secret not in everything, secret
