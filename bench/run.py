@@ -174,6 +174,8 @@ class Bench:
 server: {{host: 127.0.0.1, port: {self.ports['gw']}}}
 # every request must reach the mock: the benchmark measures the proxy, not its cache
 cache: {{enabled: false}}
+# the request log stays on (it is on by default), written next to the results
+logs: {{database_url: "sqlite:///{self.out.resolve()}/requests.db"}}
 providers:
   mock: {{type: openai, base_url: "http://127.0.0.1:{m}/v1", api_key: x}}
   mockanthropic: {{type: anthropic, base_url: "http://127.0.0.1:{m}", api_key: x}}

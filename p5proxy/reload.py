@@ -42,7 +42,7 @@ __all__ = ["ReloadResult", "reload_app", "reload_state", "reload_everywhere", "N
 log = logging.getLogger("p5proxy.reload")
 HISTORY = 20   # reload results kept for the admin page
 # Settings read once at start-up: a change is reported, and applied by a restart.
-NOT_RELOADED = ("server", "plugins_dir", "logs", "redis")   # (sections a build lacks are skipped)
+NOT_RELOADED = ("server", "plugins_dir", "logs", "redis", "cache")   # (sections a build lacks are skipped)
 _CLI_SERVER_FIELDS = ("host", "port", "grace_secs")   # `serve` flags may override these
 
 
