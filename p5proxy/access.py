@@ -82,9 +82,10 @@ def configured_secrets(config: Config) -> list[str]:
     for provider in config.providers.values():
         found += provider.api_keys
         found += [v for k, v in provider.headers if _SECRET_HEADER.search(k)]
-        for value in provider.options.values():
-            found += _url_secrets(value)
+        for value in (*provider.options.values(), getattr(provider, "proxy", None)):
+            found += _url_secrets(value)   # e.g. a proxy URL with credentials
     found += [k.key for k in config.auth_keys if k.key]
+    found += _url_secrets(getattr(config, "upstream_proxy", None))
     found += _url_secrets(config.redis.url) + _url_secrets(config.cache.redis_url)
     return sorted({s for s in found if len(s) >= _MIN_SECRET}, key=len, reverse=True)
 
