@@ -191,3 +191,17 @@ async def test_limits_fall_back_to_memory_while_redis_is_down(
     redis_server.stop()
     statuses = [(await post(gw.url + "/v1/chat/completions", CHAT, OA))[0] for _ in range(3)]
     assert statuses == [200, 200, 429]   # never a 5xx: this process counts alone meanwhile
+
+
+async def test_tokens_used_through_one_gateway_count_in_the_other(
+        make_gateway: Any, clock: Clock, redis_url: str, redis_prefix: str) -> None:
+    shared = {"url": redis_url, "prefix": redis_prefix, "op_timeout": 2.0}   # generous under load
+    first = await make_gateway(auth=limited(tpm=1000), redis=shared)
+    second = await make_gateway(auth=limited(tpm=1000), redis=shared)
+    first.openai.replies.append(Reply(text="long answer", usage={"input": 10, "output": 990}))
+    status, body, _ = await post(first.url + "/v1/chat/completions", CHAT, OA)
+    assert status == 200, body
+    await asyncio.sleep(1.0)   # the usage is added to Redis in the background, never waited for
+    status, body, headers = await post(second.url + "/v1/messages", MSG, AN)
+    assert status == 429 and body["error"]["type"] == "rate_limit_error"
+    assert "1000 tokens per minute" in body["error"]["message"] and int(headers["Retry-After"]) >= 1
