@@ -56,10 +56,12 @@ async def read_body(request: web.Request) -> bytes:
 _ORJSON_MAX_DEPTH = 254
 
 
-def too_deep(value: Any, limit: int) -> bool:
+def too_deep(value: Any, limit: int, raw: bytes | None = None) -> bool:
     """Whether arrays/objects nest deeper than `limit` (the body itself is level 1)."""
     if not (type(value) is dict or type(value) is list) or not 0 < limit < _ORJSON_MAX_DEPTH:
         return False
+    if raw is not None and raw.count(b"{") + raw.count(b"[") <= limit:
+        return False   # fewer brackets than levels: most requests end here, in microseconds
     wrapped = value
     for _ in range(_ORJSON_MAX_DEPTH - limit):
         wrapped = [wrapped]
@@ -84,7 +86,7 @@ async def read_json(request: web.Request) -> Any:
         if "depth limit" in str(exc) or "ecursion" in str(exc):   # orjson stops at 1024
             raise _depth_error(depth or 1024) from None
         raise InvalidRequest(f"body: invalid JSON: {exc}", param="body") from None
-    if too_deep(value, depth):
+    if too_deep(value, depth, raw):
         raise _depth_error(depth)
     return value
 
