@@ -13,8 +13,9 @@ import pluggy
 from aiohttp import web
 
 from . import record
+from .access import Access
 from .admin import add_admin_routes
-from .appkeys import STATE
+from .appkeys import ACCESS, STATE
 from .config import Config
 from .middleware import gateway_middleware
 from .plugins import Registry, build_registry, make_plugin_manager
@@ -87,6 +88,7 @@ def create_app(config: Config, *, pm: pluggy.PluginManager | None = None) -> web
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[gateway_middleware])
     app[STATE] = state
+    app[ACCESS] = Access(state)
     if config.logs.enabled:
         state.request_log = open_request_log(config.logs)
     app.on_response_prepare.append(record.add_request_id_header)

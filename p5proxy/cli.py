@@ -1,4 +1,4 @@
-"""Command line: `p5proxy serve | plugins | check-config` (also `python -m p5proxy`)."""
+"""Command line: `p5proxy serve | plugins | check-config | hash-key` (also `python -m p5proxy`)."""
 
 from __future__ import annotations
 
@@ -89,6 +89,19 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hash_key(args: argparse.Namespace) -> int:
+    """Print the SHA-256 of a client key read from standard input (one line; the line end is
+    not part of the key), for `auth.keys: [{key_sha256: ...}]`."""
+    from .clientkeys import hash_key
+
+    key = sys.stdin.readline().rstrip("\r\n")
+    if not key:
+        print("hash-key: no key on standard input (an empty key never matches)", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="p5proxy", description=__doc__)
     parser.add_argument("--version", action="version", version=f"p5proxy {__version__}")
@@ -110,13 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config")
         p.add_argument("--log-level", default="WARNING")
+    hk = sub.add_parser("hash-key", help="print the SHA-256 of a client key read from stdin "
+                                         "(for auth.keys[].key_sha256)")
+    hk.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handler = {"serve": _serve, "plugins": _plugins, "check-config": _check_config}[args.command]
+    handler = {"serve": _serve, "plugins": _plugins, "check-config": _check_config,
+               "hash-key": _hash_key}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:

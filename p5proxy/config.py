@@ -20,9 +20,10 @@ import yaml
 from .errors import ConfigError
 from .forwarded import Network, parse_networks
 
-__all__ = ["Config", "ServerConfig", "AdminConfig", "CacheConfig", "RedisConfig", "ProviderConfig",
-           "ModelConfig", "Timeouts", "RetryConfig", "load_config", "LoggingConfig", "LogsConfig",
-           "MetricsConfig", "config_from_dict", "DEFAULT_PORT", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["Config", "ServerConfig", "ClientKeyConfig", "AdminConfig", "CacheConfig",
+           "RedisConfig", "ProviderConfig", "ModelConfig", "Timeouts", "RetryConfig", "load_config",
+           "LoggingConfig", "LogsConfig", "MetricsConfig", "config_from_dict", "DEFAULT_PORT",
+           "DEFAULT_MAX_BODY_BYTES"]
 
 DEFAULT_PORT = 18185
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024   # image-heavy Claude Code requests reach tens of MB
@@ -58,6 +59,21 @@ class ServerConfig:
     pool_limit: int = 1000            # upstream connections in total
     pool_limit_per_host: int = 0      # 0: no per-host cap
     trusted_proxies: tuple[Network, ...] = ()   # X-Forwarded-For is believed only from these
+    max_json_depth: int = 64          # deepest nesting of arrays/objects in a request body
+    client_read_timeout: float = 60.0  # seconds for a client's headers, and again for its body
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKeyConfig:
+    """One entry of `auth.keys`. Keys are matched by their SHA-256 only."""
+    id: str                                   # stable and not secret: logs, limits, cache
+    sha256: bytes = field(repr=False)         # digest of the key (32 bytes)
+    models: tuple[str, ...] = ()              # glob patterns of model names; empty: every model
+    rpm: int | None = None                    # requests per minute; None: no limit
+    tpm: int | None = None                    # tokens per minute; None: no limit
+    # The key itself when the file gives it in plain text (never for key_sha256): used only by
+    # the admin page's "Try it", which calls the gateway as a client. Never compared or shown.
+    key: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +173,7 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
-    auth_keys: tuple[str, ...] = ()
+    auth_keys: tuple[ClientKeyConfig, ...] = ()
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     models: tuple[ModelConfig, ...] = ()
     default_model: str | None = None
@@ -354,7 +370,8 @@ class _Checker:
 
 
 _SERVER_KEYS = {"host", "port", "max_body_bytes", "heartbeat_secs", "grace_secs", "pool_limit",
-                "pool_limit_per_host", "trusted_proxies"}
+                "pool_limit_per_host", "trusted_proxies", "max_json_depth",
+                "client_read_timeout"}
 _TOP_KEYS = {"server", "auth", "providers", "models", "default_model", "default_max_tokens",
              "plugins_dir", "plugins", "cache", "redis", "admin", "logging", "logs", "metrics",
              "retry", "upstream_proxy"}
@@ -424,6 +441,10 @@ def _server(c: _Checker, raw: dict[str, Any]) -> ServerConfig:
     proxies, bad = parse_networks(c.strings(raw.get("trusted_proxies"), "server.trusted_proxies"))
     for value in bad:
         c.fail("server.trusted_proxies", f"{value!r} is not an IP address or CIDR network")
+    max_json_depth = c.number(raw.get("max_json_depth"), "server.max_json_depth",
+                              d.max_json_depth, integer=True, minimum=2)
+    if max_json_depth > 250:   # orjson encodes at most 255 levels
+        c.fail("server.max_json_depth", f"must be at most 250, got {max_json_depth}")
     return ServerConfig(
         host=c.string(raw.get("host"), "server.host") or d.host,
         port=port,
@@ -437,10 +458,84 @@ def _server(c: _Checker, raw: dict[str, Any]) -> ServerConfig:
         pool_limit_per_host=c.number(raw.get("pool_limit_per_host"), "server.pool_limit_per_host",
                                      d.pool_limit_per_host, integer=True, minimum=0),
         trusted_proxies=proxies,
+        max_json_depth=max_json_depth,
+        client_read_timeout=c.number(raw.get("client_read_timeout"), "server.client_read_timeout",
+                                     d.client_read_timeout, minimum=0.05),
     )
 
 
-def _admin(c: _Checker, raw: dict[str, Any], client_keys: tuple[str, ...]) -> AdminConfig:
+_CLIENT_KEY_KEYS = {"id", "key", "key_sha256", "models", "rpm", "tpm"}
+
+
+def _client_key(c: _Checker, raw: Any, path: str) -> ClientKeyConfig | None:
+    """`auth.keys[i]`: a plain key, or {id, key | key_sha256, models, rpm, tpm}."""
+    if isinstance(raw, (str, int)) and not isinstance(raw, bool):
+        raw = {"key": str(raw)}
+    if not isinstance(raw, dict):
+        c.fail(path, f"must be a key (a string) or a mapping, got {type(raw).__name__}")
+        return None
+    _unknown(c, raw, path, _CLIENT_KEY_KEYS)
+    key = c.string(raw.get("key"), f"{path}.key")
+    hexdigest = c.string(raw.get("key_sha256"), f"{path}.key_sha256")
+    digest: bytes | None = None
+    if key and hexdigest:
+        c.fail(path, "give key or key_sha256, not both")
+    elif key:
+        digest = hashlib.sha256(key.encode()).digest()
+    elif hexdigest:
+        try:
+            digest = bytes.fromhex(hexdigest.strip())
+        except ValueError:
+            digest = None
+        if digest is None or len(digest) != 32:
+            c.fail(f"{path}.key_sha256", "must be 64 hex digits (`p5proxy hash-key` prints them)")
+            return None
+    else:
+        c.fail(path, "needs a non-empty key or key_sha256")   # an empty key never matches
+        return None
+    if digest is None:
+        return None
+    models = raw.get("models")
+    if models is not None and not isinstance(models, (str, list)):
+        c.fail(f"{path}.models", "must be a list of model names or glob patterns")
+    return ClientKeyConfig(
+        id=c.string(raw.get("id"), f"{path}.id") or "key-" + digest.hex()[:8],
+        sha256=digest,
+        models=c.strings(models, f"{path}.models") if isinstance(models, (str, list)) else (),
+        rpm=c.number(raw.get("rpm"), f"{path}.rpm", None, integer=True, minimum=1,
+                     allow_none=True),
+        tpm=c.number(raw.get("tpm"), f"{path}.tpm", None, integer=True, minimum=1,
+                     allow_none=True),
+        key=key or None,
+    )
+
+
+def _auth(c: _Checker, raw: dict[str, Any]) -> tuple[ClientKeyConfig, ...]:
+    _unknown(c, raw, "auth", {"keys"})
+    entries = raw.get("keys")
+    if entries is None or entries == "":
+        return ()
+    if not isinstance(entries, list):
+        entries = [entries]
+    keys: list[ClientKeyConfig] = []
+    for i, entry in enumerate(entries):
+        if entry is None or entry == "":
+            continue
+        key = _client_key(c, entry, f"auth.keys.{i}")
+        if key is None:
+            continue
+        if any(k.sha256 == key.sha256 for k in keys):
+            c.fail(f"auth.keys.{i}", "the same key is listed twice")
+        elif any(k.id == key.id for k in keys):
+            c.fail(f"auth.keys.{i}.id", f"id {key.id!r} is used twice")
+        else:
+            keys.append(key)
+    return tuple(keys)
+
+
+def _admin(c: _Checker, raw: dict[str, Any],
+           client_keys: tuple[ClientKeyConfig, ...]) -> AdminConfig:
+    client_digests = {k.sha256.hex() for k in client_keys}
     for name in raw:
         if name not in ("key", "key_sha256", "session_secs"):
             c.fail(f"admin.{name}", "unknown setting (known: key, key_sha256, session_secs)")
@@ -451,14 +546,14 @@ def _admin(c: _Checker, raw: dict[str, Any], client_keys: tuple[str, ...]) -> Ad
     if key is not None:
         if len(key) < 12:
             c.fail("admin.key", "must be at least 12 characters long")
-        if key in client_keys:
-            c.fail("admin.key", "must differ from every client key in auth.keys")
         digest = hashlib.sha256(key.encode()).hexdigest()
+        if digest in client_digests:
+            c.fail("admin.key", "must differ from every client key in auth.keys")
     elif digest is not None:
         digest = digest.lower()
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
             c.fail("admin.key_sha256", "must be 64 hexadecimal digits (sha256sum of the key)")
-        elif any(hashlib.sha256(k.encode()).hexdigest() == digest for k in client_keys):
+        elif digest in client_digests:
             c.fail("admin.key_sha256", "must differ from every client key in auth.keys")
     return AdminConfig(key_sha256=digest, session_secs=c.number(
         raw.get("session_secs"), "admin.session_secs", AdminConfig().session_secs, minimum=60))
@@ -585,8 +680,7 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Config:
         if key not in _TOP_KEYS:
             c.fail(key, f"unknown setting (known: {', '.join(sorted(_TOP_KEYS))})")
     server = _server(c, c.mapping(data.get("server"), "server"))
-    auth = c.mapping(data.get("auth"), "auth")
-    auth_keys = c.strings(auth.get("keys"), "auth.keys")
+    auth_keys = _auth(c, c.mapping(data.get("auth"), "auth"))
     retry = _retry(c, data.get("retry"), "retry", RetryConfig())
     upstream_proxy = _proxy(c, data.get("upstream_proxy"), "upstream_proxy")
     raw_providers = c.mapping(data.get("providers"), "providers")

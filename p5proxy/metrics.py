@@ -73,26 +73,38 @@ def status_class(status: int) -> str:
     return _STATUS_CLASSES[status // 100] if 0 <= status < 600 else "other"
 
 
+_children: dict[tuple[Any, ...], Any] = {}   # labelled series by label values: labels() is slow
+
+
+def _child(metric: Any, *values: str) -> Any:
+    key = (id(metric), *values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 def observe(rec: RequestRecord) -> None:
     """Count one finished API request."""
     model = rec.model_label or "other"
     provider = rec.provider or "none"
-    REQUESTS.labels(rec.protocol, model, provider, status_class(rec.status)).inc()
+    _child(REQUESTS, rec.protocol, model, provider, status_class(rec.status)).inc()
     if rec.error_type is not None:
-        ERRORS.labels(provider, rec.error_type).inc()
+        _child(ERRORS, provider, rec.error_type).inc()
     if rec.latency_ms is not None:
-        LATENCY.labels(rec.protocol, model, provider).observe(rec.latency_ms / 1000)
+        _child(LATENCY, rec.protocol, model, provider).observe(rec.latency_ms / 1000)
     if rec.ttft_ms is not None:
-        TTFT.labels(rec.protocol, model, provider).observe(rec.ttft_ms / 1000)
+        _child(TTFT, rec.protocol, model, provider).observe(rec.ttft_ms / 1000)
     if rec.overhead_ms is not None:
-        OVERHEAD.labels(rec.protocol).observe(max(0.0, rec.overhead_ms) / 1000)
+        _child(OVERHEAD, rec.protocol).observe(max(0.0, rec.overhead_ms) / 1000)
     if rec.provider is not None:
         for kind, value in (("input", rec.input_tokens), ("output", rec.output_tokens),
                             ("cached", rec.cached_tokens)):
             if value:
-                TOKENS.labels(model, provider, kind).inc(value)
+                _child(TOKENS, model, provider, kind).inc(value)
     if rec.cache_status is not None:
-        CACHE.labels(rec.cache_status if rec.cache_status in CACHE_STATUSES else "other").inc()
+        status = rec.cache_status if rec.cache_status in CACHE_STATUSES else "other"
+        _child(CACHE, status).inc()
 
 
 def count_retry(provider: str) -> None:

@@ -1,8 +1,8 @@
-"""Client authentication and the one place errors are rendered, in the caller's protocol."""
+"""Client authentication, the request body's limits, and the one place errors are rendered, in
+the caller's protocol."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -10,10 +10,12 @@ import orjson
 from aiohttp import web
 
 from . import metrics, record
+from .access import RateLimited, presented_key, settle
 from .admin import is_admin_path
-from .appkeys import CLIENT_IP, RECORD, REQUEST_ID, STATE
+from .appkeys import ACCESS, CLIENT, CLIENT_IP, RECORD, REQUEST_ID, STATE
+from .errors import P5ProxyError, UnknownModel, kind_for_status
 from .forwarded import client_ip
-from .errors import AuthError, P5ProxyError, UnknownModel, kind_for_status
+from .inputs import read_body
 from .surfaces import ANTHROPIC, OPENAI, Surface
 
 __all__ = ["gateway_middleware", "surface_for", "client_key"]
@@ -34,23 +36,7 @@ def surface_for(request: web.Request) -> Surface:
     return ANTHROPIC if "anthropic-version" in request.headers else OPENAI
 
 
-def client_key(request: web.Request) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip() or None
-    return None
-
-
-def _check_auth(request: web.Request, keys: tuple[str, ...]) -> None:
-    key = client_key(request)
-    if key is None:
-        raise AuthError("missing API key: send it as x-api-key or Authorization: Bearer")
-    encoded = key.encode()
-    if not any(hmac.compare_digest(encoded, k.encode()) for k in keys):
-        raise AuthError("invalid API key")
+client_key = presented_key   # the key a client sent (kept under its older name)
 
 
 def _note_error(request: web.Request, err: P5ProxyError) -> None:
@@ -66,8 +52,13 @@ def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Re
                         status=status, content_type="application/json")
     if err.retry_after:
         resp.headers["Retry-After"] = err.retry_after
-    elif status in _TRANSIENT:   # so that front-ends (one-api, SDKs) back off and retry
+    elif status in _TRANSIENT and not (isinstance(err, RateLimited) and not err.should_retry):
+        # so that front-ends (one-api, SDKs) back off and retry
         resp.headers["Retry-After"] = _RETRY_AFTER
+    if isinstance(err, RateLimited):   # the SDKs retry a 429 unless told not to
+        resp.headers["x-should-retry"] = "true" if err.should_retry else "false"
+    if err.status in (408, 413):   # the body was not read to its end: the connection is done
+        resp.force_close()
     return resp
 
 
@@ -79,10 +70,18 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         resp = await _handle(request, handler, rec.request_id)
     except BaseException as exc:
+        _redact_record(request, rec)
         record.finish(request, rec, None, exc)
         raise
+    _redact_record(request, rec)
     record.finish(request, rec, resp, None)
     return resp
+
+
+def _redact_record(request: web.Request, rec: record.RequestRecord) -> None:
+    """A stream's error event (noted as it was written) may repeat what an upstream echoed."""
+    if rec.error_message:
+        rec.error_message = request.app[ACCESS].redact(rec.error_message, request)
 
 
 async def _handle(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
@@ -95,15 +94,20 @@ async def _handle(request: web.Request, handler: Handler, rid: str) -> web.Strea
     if rec is not None:   # recorded and logged as the client, not as the proxy in front
         rec.client_ip = request[CLIENT_IP]
     try:
-        keys = config.auth_keys
-        if keys and request.path not in _OPEN_PATHS and not (
-                request.path == "/metrics" and metrics.keys(config)) \
-                and not is_admin_path(request.path):   # these check their own key
-            _check_auth(request, keys)
-        if config.logging.bodies and request.can_read_body:
-            request[RECORD].request_body = await request.read()   # aiohttp keeps it for the handler
-        resp = await handler(request)
+        path = request.path
+        own_key = path in _OPEN_PATHS or (path == "/metrics" and bool(metrics.keys(config))) \
+            or is_admin_path(path)   # open, or checking their own key
+        request[CLIENT] = None if own_key else request.app[ACCESS].authenticate(request)
+        if request.body_exists:   # size limit and read deadline; aiohttp keeps the bytes
+            body = await read_body(request)
+            if config.logging.bodies:
+                request[RECORD].request_body = body
+        try:
+            resp = await handler(request)
+        finally:
+            settle(request)   # tokens the answer used, against the key's tokens per minute
     except P5ProxyError as err:
+        err.message = request.app[ACCESS].redact(err.message, request)
         if err.status >= 500:
             log.warning("%s %s from %s -> %s: %s", request.method, request.path,
                         request[CLIENT_IP], err.status, err.message)
@@ -118,6 +122,17 @@ async def _handle(request: web.Request, handler: Handler, rid: str) -> web.Strea
                            kind=kind_for_status(exc.status))
         resp = _error_response(request, http_err, rid)
         _note_error(request, http_err)
+    except ConnectionError:
+        raise   # the client is gone: nobody to answer
+    except Exception:   # a bug: still answer in the caller's protocol, and say where in the log
+        log.exception("internal error in %s %s", request.method, request.path)
+        bug = P5ProxyError("internal error in the gateway")
+        resp = _error_response(request, bug, rid)
+        _note_error(request, bug)
     if not resp.prepared:
         resp.headers.setdefault(surface_for(request).request_id_header, rid)
+        if resp.status == 408:   # a client too slow to send its body: answer, then hang up
+            await resp.prepare(request)   # (aiohttp would otherwise linger 10 s reading it)
+            await resp.write_eof()
+            request.protocol.force_close()
     return resp

@@ -63,6 +63,9 @@ async def _run(make_app: AppFactory, host: str, port: int, *, access_log: bool,
                             lambda: state.background(reload_app(app, trigger="SIGHUP")))
     runner = web.AppRunner(app,
                            handler_cancellation=True,   # a client that leaves cancels its upstream call
+                           # headers must arrive within this long of connecting (or of the last
+                           # response on a kept-alive connection): slow-header clients are cut
+                           keepalive_timeout=state.config.server.client_read_timeout,
                            shutdown_timeout=grace,
                            access_log=logging.getLogger("aiohttp.access") if access_log else None,
                            access_log_class=ClientAccessLogger)

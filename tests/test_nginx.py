@@ -269,9 +269,8 @@ async def test_forwarded_for_trusted_only_from_configured_proxies(
                         headers={"X-Forwarded-For": claimed}) as resp:
                     assert resp.status == 200
             deadline = time.monotonic() + 5
-            # aiohttp's access line comes after the p5proxy.access record: wait for it
-            while '"POST /v1/chat/completions' not in gw.log_text() \
-                    and time.monotonic() < deadline:
+            while not ('"POST /v1/chat/completions' in gw.log_text()   # both log lines
+                       and "client_ip=" in gw.log_text()) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             log = gw.log_text()
     line = next(ln for ln in log.splitlines() if '"POST /v1/chat/completions' in ln)

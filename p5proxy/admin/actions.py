@@ -12,6 +12,7 @@ import yaml
 from aiohttp import web
 
 from ..appkeys import STATE
+from ..clientkeys import ClientKey
 from ..reload import ReloadResult, reload_everywhere, reload_state
 from .auth import COOKIE, check_key, new_session, read_session
 from .guard import (Session, admin_view, enabled_admin, html_response, login_form,
@@ -210,7 +211,9 @@ async def try_run(request: web.Request, session: Session) -> web.Response:
         body += '<p class="err">Choose a model.</p>'
         status = 400
     else:
-        keys = request.app[STATE].config.auth_keys
+        # the first key given in plain text that may use the model (hashed keys cannot be sent)
+        keys = [k.key for k in request.app[STATE].config.auth_keys
+                if k.key and ClientKey(k).allows(values["model"])]
         started = time.time()
         result = await try_model(_own_url(request), protocol=values["protocol"],
                                  model=values["model"], prompt=values["prompt"],

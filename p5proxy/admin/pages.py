@@ -180,7 +180,9 @@ async def providers(request: web.Request, session: Session) -> web.Response:
     if state.config.default_model:
         body += f'<p>Default model: <code>{e(state.config.default_model)}</code></p>'
     body += ("<h2>Client keys</h2>" + (
-        table(("key (masked)",), [(e(mask_secret(k)),) for k in client_keys]) if client_keys
+        table(("id", "models", "rpm", "tpm"),
+              [(e(k.id), e(", ".join(k.models) or "all"), e(str(k.rpm or "-")),
+                e(str(k.tpm or "-"))) for k in client_keys]) if client_keys
         else
         '<p class="muted">None: clients need no key (<code>auth.keys</code> is empty).</p>'))
     if store is not None:

@@ -6,52 +6,56 @@ from typing import Any, NoReturn
 
 from ..errors import InvalidRequest
 
-__all__ = ["fail", "need_str", "need_int", "need_number", "need_list", "need_dict", "opt_bool"]
+__all__ = ["fail", "type_name", "opt_number", "opt_str", "opt_dict", "need_str", "need_int", "need_number", "need_list", "need_dict", "opt_bool"]
 
 
 def fail(param: str, message: str) -> NoReturn:
     raise InvalidRequest(f"{param}: {message}", param=param)
 
 
-def _type(value: Any) -> str:
+def type_name(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean",
             type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def need_str(value: Any, param: str, *, empty_ok: bool = False) -> str:
     if not isinstance(value, str):
-        fail(param, f"Input should be a valid string, got {_type(value)}")
+        fail(param, f"Input should be a valid string, got {type_name(value)}")
     if not value and not empty_ok:
         fail(param, "must not be empty")
     return value
 
 
-def need_int(value: Any, param: str, *, minimum: int = 0) -> int:
+def need_int(value: Any, param: str, *, minimum: int = 0, maximum: int = 2 ** 53 - 1) -> int:
+    """An integer in [minimum, maximum]; the default maximum keeps arithmetic on it (budget +
+    1024...) within what JSON encoders write (orjson stops at 64 bits)."""
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            fail(param, f"Input should be a valid integer, got {_type(value)}")
+            fail(param, f"Input should be a valid integer, got {type_name(value)}")
     if value < minimum:
         fail(param, f"must be greater than or equal to {minimum}")
+    if value > maximum:
+        fail(param, f"must be less than or equal to {maximum}")
     return int(value)
 
 
 def need_number(value: Any, param: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        fail(param, f"Input should be a valid number, got {_type(value)}")
+        fail(param, f"Input should be a valid number, got {type_name(value)}")
     return value
 
 
 def need_list(value: Any, param: str) -> list[Any]:
     if not isinstance(value, list):
-        fail(param, f"Input should be a valid array, got {_type(value)}")
+        fail(param, f"Input should be a valid array, got {type_name(value)}")
     return value
 
 
 def need_dict(value: Any, param: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        fail(param, f"Input should be a valid object, got {_type(value)}")
+        fail(param, f"Input should be a valid object, got {type_name(value)}")
     return value
 
 
@@ -59,5 +63,26 @@ def opt_bool(value: Any, param: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        fail(param, f"Input should be a valid boolean, got {_type(value)}")
+        fail(param, f"Input should be a valid boolean, got {type_name(value)}")
     return value
+
+
+def opt_number(value: Any, param: str, *, minimum: float | None = None,
+               maximum: float | None = None) -> float | int | None:
+    """An optional number within [minimum, maximum]."""
+    if value is None:
+        return None
+    number = need_number(value, param)
+    if minimum is not None and number < minimum:
+        fail(param, f"must be greater than or equal to {minimum:g}")
+    if maximum is not None and number > maximum:
+        fail(param, f"must be less than or equal to {maximum:g}")
+    return number
+
+
+def opt_str(value: Any, param: str) -> str | None:
+    return None if value is None else need_str(value, param, empty_ok=True)
+
+
+def opt_dict(value: Any, param: str) -> dict[str, Any] | None:
+    return None if value is None else need_dict(value, param)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..access import check_model
 from ..protocols.anthropic import decode_request
 from ..record import note_request
 from ..surfaces import ANTHROPIC
@@ -26,4 +27,5 @@ async def count_tokens(request: web.Request) -> web.Response:
     this often, and a 404 here degrades its context accounting."""
     req = decode_request(await read_json(request), count_only=True)
     note_request(request, req)
+    check_model(request, req.model)
     return web.json_response({"input_tokens": estimate_input_tokens(req)})

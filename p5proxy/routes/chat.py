@@ -17,11 +17,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..access import admit
 from ..aggregate import Aggregator
 from ..appkeys import RECORD, REQUEST_ID, STATE
 from ..attempts import start_upstream
 from ..canonical import ChatRequest
-from ..errors import InvalidRequest, P5ProxyError, PayloadTooLarge
+from ..errors import P5ProxyError
+from ..inputs import read_json
 from ..provider import Route
 from ..record import note_cache, note_request, note_route, note_usage, tap
 from ..surfaces import Surface
@@ -35,24 +37,6 @@ log = logging.getLogger("p5proxy.chat")
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no", "Connection": "keep-alive"}
-
-
-async def read_json(request: web.Request) -> Any:
-    limit = request.app[STATE].config.server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds the "
-                              f"limit of {limit} bytes (server.max_body_bytes)")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes "
-                              "(server.max_body_bytes)") from None
-    if not raw:
-        raise InvalidRequest("body: the request body is empty; send a JSON object", param="body")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"body: invalid JSON: {exc}", param="body") from None
 
 
 OVERHEAD_HEADER = "X-Gateway-Overhead-Ms"
@@ -69,6 +53,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     state = request.app[STATE]
     req = surface.decode(await read_json(request), request.headers)
     note_request(request, req)   # the request log record (record.py)
+    await admit(request, req)   # the client key's model permission and limits (access.py)
     waited = Waited()
     route = note_route(request, state.router.resolve(req.model))
     try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import __version__
-from ..appkeys import STATE
+from ..access import check_model
+from ..appkeys import ACCESS, CLIENT, STATE
 from ..errors import UnknownModel
 
 __all__ = ["routes"]
@@ -25,6 +26,9 @@ def _model(name: str) -> dict[str, object]:
 @routes.get("/v1/models")
 async def models(request: web.Request) -> web.Response:
     names = request.app[STATE].router.model_names()
+    key = request.get(CLIENT)
+    if key is not None and key.models:   # only the models this client key may use
+        names = [n for n in names if key.allows(n)]
     data = [_model(n) for n in names]
     if "anthropic-version" in request.headers:
         return web.json_response({"data": data, "has_more": False,
@@ -38,6 +42,7 @@ async def model(request: web.Request) -> web.Response:
     name = request.match_info["model_id"]
     if name not in request.app[STATE].router.model_names():
         raise UnknownModel(f"model {name!r} is not configured", param="model")
+    check_model(request, name)
     return web.json_response(_model(name))
 
 
@@ -51,6 +56,7 @@ async def health(request: web.Request) -> web.Response:
                    for m in state.config.models],
         "default_model": state.config.default_model,
         "auth": "keys" if state.config.auth_keys else "open",
+        "client_keys": request.app[ACCESS].describe(),
         "redis": state.redis.describe() if state.redis is not None else None,
         "cache": state.cache.describe() if state.cache is not None else {"enabled": False},
     })

@@ -21,6 +21,7 @@ from ..aggregate import Aggregator
 from ..cachekey import cache_key
 from ..canonical import ChatRequest, StreamEvent
 from ..flight import Flight
+from ..appkeys import CLIENT
 from ..middleware import client_key
 from ..provider import Route
 from ..replay import replay_events
@@ -60,7 +61,14 @@ def _client_wishes(request: web.Request) -> tuple[bool, bool]:
 
 
 def _tenant(request: web.Request, shared: bool) -> str:
-    key = None if shared else client_key(request)
+    """Whose cache entries these are: the authenticated key's id; on an open gateway, a hash
+    of whatever key the client presented."""
+    if shared:
+        return "*"
+    client = request.get(CLIENT)
+    if client is not None:
+        return f"id:{client.id}"
+    key = client_key(request)
     return hashlib.sha256(key.encode()).hexdigest()[:24] if key else "*"
 
 

@@ -6,11 +6,13 @@ from typing import Any
 
 from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPart, Thinking,
                           ThinkingPart, Tool, ToolCallPart, ToolChoice, ToolResultPart)
-from .._check import fail, need_dict, need_int, need_list, need_number, need_str, opt_bool
+from .._check import (fail, need_dict, need_int, need_list, need_str, opt_bool, opt_dict,
+                      opt_number, opt_str)
 
 __all__ = ["decode_request", "decode_blocks"]
 
 _ROLES = ("user", "assistant", "system")
+_THINKING_TYPES = ("enabled", "disabled", "adaptive")
 _FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
@@ -60,6 +62,8 @@ def _decode_block(block: Any, path: str) -> Part:
         return ThinkingPart("", redacted=need_str(block.get("data"), f"{path}.data"))
     if not isinstance(btype, str):
         fail(f"{path}.type", "Input should be a valid string")
+    if btype == "document":
+        need_dict(block.get("source"), f"{path}.source")
     return RawPart(block, "anthropic")   # documents, server tool blocks, search results...
 
 
@@ -98,7 +102,7 @@ def _tools(value: Any) -> list[Tool]:
             continue
         schema = tool.get("input_schema")
         tools.append(Tool(need_str(tool.get("name"), f"tools.{i}.name"),
-                          tool.get("description"),
+                          opt_str(tool.get("description"), f"tools.{i}.description"),
                           need_dict(schema, f"tools.{i}.input_schema") if schema is not None
                           else {"type": "object", "properties": {}},
                           _extras(tool, ("type", "name", "description", "input_schema"))))
@@ -118,11 +122,14 @@ def _tool_choice(value: Any) -> ToolChoice | None:
 
 
 def _thinking(value: Any, output_config: Any) -> Thinking | None:
-    effort = output_config.get("effort") if isinstance(output_config, dict) else None
+    effort = opt_str(output_config.get("effort"), "output_config.effort") \
+        if isinstance(output_config, dict) else None
     if value is None:
         return Thinking("adaptive", effort=effort) if effort else None
     need_dict(value, "thinking")
     ttype = need_str(value.get("type"), "thinking.type")
+    if ttype not in _THINKING_TYPES:
+        fail("thinking.type", f"must be one of {', '.join(_THINKING_TYPES)}; got {ttype!r}")
     budget = value.get("budget_tokens")
     if budget is not None:
         budget = need_int(budget, "thinking.budget_tokens")
@@ -130,17 +137,21 @@ def _thinking(value: Any, output_config: Any) -> Thinking | None:
 
 
 def _response_format(output_config: Any) -> dict[str, Any] | None:
-    if not isinstance(output_config, dict) or not isinstance(output_config.get("format"), dict):
+    if opt_dict(output_config, "output_config") is None:
         return None
-    fmt = output_config["format"]
+    fmt = opt_dict(output_config.get("format"), "output_config.format")
+    if fmt is None:
+        return None
+    schema = opt_dict(fmt.get("schema"), "output_config.format.schema")
     if fmt.get("type") == "json_schema":
-        return {"type": "json_schema", "schema": fmt.get("schema") or {}, "name": fmt.get("name")}
+        return {"type": "json_schema", "schema": schema or {}, "name": fmt.get("name")}
     return None
 
 
 def _user_id(metadata: Any) -> str | None:
-    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
-    return user_id if isinstance(user_id, str) else None
+    if opt_dict(metadata, "metadata") is None:
+        return None
+    return opt_str(metadata.get("user_id"), "metadata.user_id")
 
 
 def decode_request(body: Any, headers: Any = None, *, count_only: bool = False) -> ChatRequest:
@@ -153,7 +164,7 @@ def decode_request(body: Any, headers: Any = None, *, count_only: bool = False) 
     if not count_only or body.get("max_tokens") is not None:
         if "max_tokens" not in body:
             fail("max_tokens", "Field required")
-        max_tokens = need_int(body["max_tokens"], "max_tokens")
+        max_tokens = need_int(body["max_tokens"], "max_tokens", minimum=1)
     messages = []
     for i, msg in enumerate(need_list(body.get("messages"), "messages")):
         need_dict(msg, f"messages.{i}")
@@ -169,8 +180,8 @@ def decode_request(body: Any, headers: Any = None, *, count_only: bool = False) 
         tools=_tools(body["tools"]) if body.get("tools") is not None else [],
         tool_choice=_tool_choice(body.get("tool_choice")),
         max_tokens=max_tokens,
-        temperature=need_number(temperature, "temperature") if temperature is not None else None,
-        top_p=need_number(top_p, "top_p") if top_p is not None else None,
+        temperature=opt_number(temperature, "temperature", minimum=0, maximum=2),
+        top_p=opt_number(top_p, "top_p", minimum=0, maximum=1),
         top_k=need_int(top_k, "top_k") if top_k is not None else None,
         stop=[need_str(s, f"stop_sequences.{i}") for i, s in
               enumerate(need_list(stop, "stop_sequences"))] if stop is not None else [],

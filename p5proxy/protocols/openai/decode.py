@@ -7,7 +7,8 @@ from typing import Any
 from ...aggregate import parse_tool_input
 from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPart, Thinking,
                           ThinkingPart, Tool, ToolCallPart, ToolChoice, ToolResultPart)
-from .._check import fail, need_dict, need_int, need_list, need_number, need_str, opt_bool
+from .._check import (fail, need_dict, need_int, need_list, need_str, opt_bool, opt_dict,
+                      opt_number, opt_str, type_name)
 
 __all__ = ["decode_request", "parse_data_url"]
 
@@ -76,13 +77,17 @@ def _assistant_parts(msg: dict[str, Any], path: str) -> list[Part]:
             need_dict(call, f"{path}.tool_calls.{j}")
             fn = need_dict(call.get("function"), f"{path}.tool_calls.{j}.function")
             args = fn.get("arguments")
+            if args is not None and not isinstance(args, (str, dict)):
+                fail(f"{path}.tool_calls.{j}.function.arguments",
+                     f"Input should be a valid string, got {type_name(args)}")
             parts.append(ToolCallPart(need_str(call.get("id"), f"{path}.tool_calls.{j}.id"),
                                       need_str(fn.get("name"), f"{path}.tool_calls.{j}.function.name"),
                                       args if isinstance(args, dict) else parse_tool_input(args or "")))
     legacy = msg.get("function_call")
     if isinstance(legacy, dict) and legacy.get("name"):
+        args = legacy.get("arguments")
         parts.append(ToolCallPart(str(legacy["name"]), str(legacy["name"]),
-                                  parse_tool_input(legacy.get("arguments") or "")))
+                                  parse_tool_input(args if isinstance(args, str) else "")))
     return parts
 
 
@@ -131,7 +136,7 @@ def _tools(raw: Any) -> list[Tool]:
         params = fn.get("parameters")
         meta = {"strict": fn["strict"]} if fn.get("strict") is not None else None
         tools.append(Tool(need_str(fn.get("name"), f"tools.{i}.function.name"),
-                          fn.get("description"),
+                          opt_str(fn.get("description"), f"tools.{i}.function.description"),
                           need_dict(params, f"tools.{i}.function.parameters") if params is not None
                           else {"type": "object", "properties": {}}, meta))
     return tools
@@ -147,19 +152,21 @@ def _tool_choice(raw: Any, parallel: Any) -> ToolChoice | None:
             fail("tool_choice", f"must be one of none, auto, required or a function; got {raw!r}")
         return ToolChoice(mapped, None, disable_parallel)
     need_dict(raw, "tool_choice")
-    fn = raw.get("function")
-    if raw.get("type") == "function" and isinstance(fn, dict):
+    if raw.get("type") == "function":
+        fn = need_dict(raw.get("function"), "tool_choice.function")
         return ToolChoice("tool", need_str(fn.get("name"), "tool_choice.function.name"),
                           disable_parallel)
     return ToolChoice("auto", None, disable_parallel)   # allowed_tools etc.: let the model pick
 
 
 def _response_format(raw: Any) -> dict[str, Any] | None:
-    if not isinstance(raw, dict):
+    if opt_dict(raw, "response_format") is None:
         return None
-    if raw.get("type") == "json_schema" and isinstance(raw.get("json_schema"), dict):
-        spec = raw["json_schema"]
-        return {"type": "json_schema", "schema": spec.get("schema") or {}, "name": spec.get("name")}
+    rtype = need_str(raw.get("type"), "response_format.type")
+    if rtype == "json_schema":
+        spec = need_dict(raw.get("json_schema"), "response_format.json_schema")
+        schema = opt_dict(spec.get("schema"), "response_format.json_schema.schema")
+        return {"type": "json_schema", "schema": schema or {}, "name": spec.get("name")}
     if raw.get("type") == "json_object":
         return {"type": "json_object"}
     return None
@@ -173,28 +180,51 @@ def decode_request(body: Any, headers: Any = None) -> ChatRequest:
     if not messages and not system:
         fail("messages", "must contain at least one message")
     max_tokens = body.get("max_completion_tokens")
-    param = "max_completion_tokens"
-    if max_tokens is None:
-        max_tokens, param = body.get("max_tokens"), "max_tokens"
+    if max_tokens is not None:
+        max_tokens = need_int(max_tokens, "max_completion_tokens", minimum=1)
+    if body.get("max_tokens") is not None:
+        legacy = need_int(body["max_tokens"], "max_tokens", minimum=1)
+        max_tokens = legacy if max_tokens is None else max_tokens
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
-    effort = body.get("reasoning_effort")
-    stream_options = body.get("stream_options")
+    effort = opt_str(body.get("reasoning_effort"), "reasoning_effort")
+    stream_options = opt_dict(body.get("stream_options"), "stream_options")
+    if stream_options is not None:
+        opt_bool(stream_options.get("include_usage"), "stream_options.include_usage")
+    _check_sampling(body)
     temperature, top_p = body.get("temperature"), body.get("top_p")
     return ChatRequest(
         model=model, messages=messages, ingress="openai", raw=body, system=system,
         tools=_tools(body["tools"]) if body.get("tools") is not None else [],
         tool_choice=_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls")),
-        max_tokens=need_int(max_tokens, param, minimum=1) if max_tokens is not None else None,
-        temperature=need_number(temperature, "temperature") if temperature is not None else None,
-        top_p=need_number(top_p, "top_p") if top_p is not None else None,
+        max_tokens=max_tokens,
+        temperature=opt_number(temperature, "temperature", minimum=0, maximum=2),
+        top_p=opt_number(top_p, "top_p", minimum=0, maximum=1),
         stop=[need_str(s, f"stop.{i}") for i, s in enumerate(need_list(stop, "stop"))]
         if stop is not None else [],
         stream=opt_bool(body.get("stream"), "stream"),
         include_usage=isinstance(stream_options, dict) and stream_options.get("include_usage") is True,
         thinking=(Thinking("disabled") if effort == "none" else Thinking("enabled", effort=effort))
-        if isinstance(effort, str) else None,
+        if effort is not None else None,
         response_format=_response_format(body.get("response_format")),
-        user=body.get("safety_identifier") or body.get("user") or None,
+        user=opt_str(body.get("safety_identifier"), "safety_identifier")
+        or opt_str(body.get("user"), "user") or None,
     )
+
+
+def _check_sampling(body: dict[str, Any]) -> None:
+    """Fields passed on as they are to OpenAI-style upstreams (and dropped for others): their
+    types are checked here, so that a bad one is a 400 naming it, whatever the upstream."""
+    if body.get("n") is not None:
+        need_int(body["n"], "n", minimum=1)
+    if body.get("seed") is not None:
+        need_int(body["seed"], "seed", minimum=-(2 ** 63), maximum=2 ** 63 - 1)
+    for name in ("presence_penalty", "frequency_penalty"):
+        opt_number(body.get(name), name, minimum=-2, maximum=2)
+    opt_bool(body.get("logprobs"), "logprobs")
+    if body.get("top_logprobs") is not None:
+        need_int(body["top_logprobs"], "top_logprobs")
+    opt_bool(body.get("parallel_tool_calls"), "parallel_tool_calls")
+    opt_dict(body.get("metadata"), "metadata")
+    opt_dict(body.get("logit_bias"), "logit_bias")

@@ -1,0 +1,96 @@
+"""Input limits on what clients send: body size (413), read time (408), JSON nesting (400).
+
+- `server.max_body_bytes`: a declared or actual body larger than this gets 413.
+- `server.client_read_timeout`: the whole body must arrive within this many seconds of the
+  headers (a client dribbling its body is answered 408 and disconnected). The headers themselves
+  are bounded by the server's keep-alive timeout, set to the same value (server.py).
+- `server.max_json_depth`: arrays and objects nested deeper than this get 400 (orjson itself
+  stops at 1024 levels, and its encoder at 255: a deep body would otherwise fail later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .appkeys import STATE
+from .errors import InvalidRequest, PayloadTooLarge, RequestError
+
+__all__ = ["RequestTimeout", "read_body", "read_json", "too_deep"]
+
+
+class RequestTimeout(RequestError):
+    status = 408
+    kind = "timeout_error"
+
+
+def _too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
+    what = f"request body of {size} bytes" if size is not None else "request body"
+    return PayloadTooLarge(f"{what} exceeds the limit of {limit} bytes (server.max_body_bytes)")
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, within the size limit and the read deadline (the result is kept by
+    aiohttp: later `request.read()` calls return it at once)."""
+    server = request.app[STATE].config.server
+    limit = server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit, request.content_length)
+    try:
+        async with asyncio.timeout(server.client_read_timeout):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(limit) from None
+    except TimeoutError:
+        raise RequestTimeout(f"body: the request body did not arrive within "
+                             f"{server.client_read_timeout:g} s (server.client_read_timeout)",
+                             param="body") from None
+
+
+# orjson encodes at most 254 nested arrays/objects and raises beyond. Wrapping a value in
+# (254 - limit) arrays and encoding it tells, at C speed, whether it nests deeper than `limit`:
+# about 60 us for a 120 KB Claude Code body, where walking it in Python takes 200-300 us.
+_ORJSON_MAX_DEPTH = 254
+
+
+def too_deep(value: Any, limit: int, raw: bytes | None = None) -> bool:
+    """Whether arrays/objects nest deeper than `limit` (the body itself is level 1)."""
+    if not (type(value) is dict or type(value) is list) or not 0 < limit < _ORJSON_MAX_DEPTH:
+        return False
+    if raw is not None and raw.count(b"{") + raw.count(b"[") <= limit:
+        return False   # fewer brackets than levels: most requests end here, in microseconds
+    wrapped = value
+    for _ in range(_ORJSON_MAX_DEPTH - limit):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except orjson.JSONEncodeError as exc:
+        if "ecursion" in str(exc):
+            return True
+        raise
+    return False
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON; 400 naming `body` for an empty, invalid or too deeply nested one."""
+    raw = await read_body(request)
+    if not raw:
+        raise InvalidRequest("body: the request body is empty; send a JSON object", param="body")
+    depth = request.app[STATE].config.server.max_json_depth
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc) or "ecursion" in str(exc):   # orjson stops at 1024
+            raise _depth_error(depth or 1024) from None
+        raise InvalidRequest(f"body: invalid JSON: {exc}", param="body") from None
+    if too_deep(value, depth, raw):
+        raise _depth_error(depth)
+    return value
+
+
+def _depth_error(depth: int) -> InvalidRequest:
+    return InvalidRequest(f"body: JSON nested deeper than {depth} levels "
+                          "(server.max_json_depth)", param="body")
