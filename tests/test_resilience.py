@@ -296,6 +296,24 @@ async def test_fallback_answers_translated_for_its_provider(
         assert "x-proxy-fallback" not in raw.headers
 
 
+async def test_a_fallback_answer_is_not_cached_for_the_primary(
+        aiohttp_server: Any, faulty: FaultyUpstream, fake_anthropic: Any) -> None:
+    fake, an_url = fake_anthropic
+    faulty.faults += [status(503)] * 3
+    cfg = with_fallback(config(faulty.base_url), an_url)
+    cfg["cache"] = {"enabled": True}
+    url = await start_gateway(aiohttp_server, cfg)
+    async with oa(url) as client:
+        raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+        assert raw.headers["x-proxy-fallback"] == "claude-backup"
+        raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+        assert raw.headers["x-proxy-cache"] == "MISS"   # the primary was asked again
+        assert "x-proxy-fallback" not in raw.headers
+        raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+        assert raw.headers["x-proxy-cache"] == "HIT"    # and its own answer is kept
+    assert len(faulty.requests) == 4
+
+
 async def test_no_fallback_after_a_request_error(aiohttp_server: Any, faulty: FaultyUpstream,
                                                  fake_anthropic: Any) -> None:
     fake, an_url = fake_anthropic

@@ -105,10 +105,15 @@ async def _followed(cache: ResponseCache, remote: AsyncIterator[Batch], key: str
         yield batch
 
 
-def _store_when_done(cache: ResponseCache, key: str, ttl: float) -> Callable[[Flight], None]:
+def _store_when_done(cache: ResponseCache, key: str, ttl: float,
+                     route: Route) -> Callable[[Flight], None]:
     def store(flight: Flight) -> None:
         if not flight.succeeded:
             return
+        answered = flight.route
+        if answered is not None and (answered.provider.name, answered.upstream_model) != (
+                route.provider.name, route.upstream_model):
+            return   # a fallback model answered: the next request should try the primary again
         agg = Aggregator()
         try:
             for batch in flight.log:
@@ -156,7 +161,7 @@ async def open_answer(state: Any, request: web.Request, req: ChatRequest, route:
     status, source = ("MISS" if read else "BYPASS"), "live"
     if store:
         ttl = settings.tool_ttl_secs if req.tools else settings.ttl_secs
-        flight.on_end.append(_store_when_done(cache, key, ttl))
+        flight.on_end.append(_store_when_done(cache, key, ttl, route))
     if read and settings.dedup:
         # registered before the first await, so that identical requests of this instance
         # join it here rather than through Redis
