@@ -7,7 +7,6 @@ values of the X-Proxy-Cache and X-Proxy-Cache-Source headers.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -18,10 +17,10 @@ from typing import Any
 from aiohttp import web
 
 from ..aggregate import Aggregator
+from ..appkeys import CLIENT
 from ..cachekey import cache_key
 from ..canonical import ChatRequest, StreamEvent
 from ..flight import Flight
-from ..appkeys import CLIENT
 from ..middleware import client_key
 from ..provider import Route
 from ..replay import replay_events
