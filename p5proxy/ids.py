@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import os
+import random
 import re
 
 __all__ = ["message_id", "completion_id", "tool_use_id", "tool_call_id", "request_id",
@@ -16,9 +16,11 @@ _TO_ALNUM = bytes.maketrans(b"+/", b"xZ")   # base64 without its two symbols; id
 
 
 def _base62(n_chars: int) -> str:
-    """Random [0-9A-Za-z] characters: base64 of urandom with + and / mapped to letters
-    (one call into C instead of a divmod per character)."""
-    return base64.b64encode(os.urandom(n_chars)).translate(_TO_ALNUM)[:n_chars].decode()
+    """Random [0-9A-Za-z] characters: base64 of random bytes with + and / mapped to letters.
+    `random` (reseeded after fork) rather than os.urandom: ids need uniqueness, not secrecy,
+    and a system call per id shows up under load."""
+    raw = random.getrandbits(8 * n_chars).to_bytes(n_chars, "big")
+    return base64.b64encode(raw).translate(_TO_ALNUM)[:n_chars].decode()
 
 
 def message_id() -> str:
