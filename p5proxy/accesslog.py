@@ -70,11 +70,16 @@ def access_fields(rec: RequestRecord, settings: LoggingConfig,
     return {k: v for k, v in fields.items() if v is not None}
 
 
+_NEEDS_QUOTES = re.compile(r'[ "=\n\t]')
+
+
 def _text_value(value: Any) -> str:
-    if isinstance(value, bool):
+    if value is True or value is False:
         return "true" if value else "false"
+    if type(value) is int or type(value) is float:   # most fields: nothing to quote
+        return str(value)
     text = str(value)
-    if not text or any(ch in text for ch in ' "=\n\t'):
+    if not text or _NEEDS_QUOTES.search(text):
         return orjson.dumps(text).decode()
     return text
 

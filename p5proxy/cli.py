@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import shutil
 import sys
@@ -13,6 +12,7 @@ import tempfile
 
 from . import __version__
 from .config import Config, load_config
+from .loghandler import configure as configure_logging
 from .errors import ConfigError, PluginError
 
 __all__ = ["main"]
@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level.upper())
     handler = {"serve": _serve, "plugins": _plugins, "check-config": _check_config,
                "hash-key": _hash_key}[args.command]
     try:
