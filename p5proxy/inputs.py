@@ -40,6 +40,8 @@ async def read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit, request.content_length)
     try:
+        if request.content.is_eof():   # all of it came with the headers: no deadline needed
+            return await request.read()
         async with asyncio.timeout(server.client_read_timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

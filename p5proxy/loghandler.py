@@ -56,6 +56,20 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.release()
 
 
+class _Formatter(logging.Formatter):
+    """formatTime (strftime) once per second instead of once per line."""
+
+    _second = -1
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second or datefmt is not None:
+            self._text = super().formatTime(record, datefmt)[:19]   # "YYYY-mm-dd HH:MM:SS"
+            self._second = second
+        return f"{self._text},{int(record.msecs):03d}"
+
+
 def configure(level: str) -> None:
     """Root logging for the commands: the usual format, batched writes, and no per-record
     lookups of process and thread names (the format does not show them)."""
@@ -63,5 +77,5 @@ def configure(level: str) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     handler = BatchedStreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])

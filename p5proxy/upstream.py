@@ -126,8 +126,11 @@ class UpstreamClient:
                     provider: Provider, waited: Waited, head: bytes = b"") -> Any:
         t0 = time.perf_counter()
         try:
-            async with asyncio.timeout(timeouts.idle):
+            if resp.content.is_eof():   # already here: no timer to arm
                 raw = head + await resp.read()
+            else:
+                async with asyncio.timeout(timeouts.idle):
+                    raw = head + await resp.read()
         except TimeoutError:
             raise UpstreamTimeout(f"upstream {provider.name} stalled while sending its answer",
                                   provider=provider.name) from None
