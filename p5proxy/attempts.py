@@ -39,7 +39,9 @@ async def start_upstream(state: Any, req: ChatRequest, route: Route, waited: Wai
     first batch and the route that answered; `waited` counts the retries and names the
     fallback that answered."""
     budget = Budget(state.config.retry.max_wait, waited)
-    pristine = copy.copy(req)   # filters (tool emulation) rewrite the request they are given
+    # filters (tool emulation) and image inlining rewrite the request they are given: a copy
+    # is taken before the first rewrite (most requests have none), to retry from
+    pristine: list[ChatRequest] = []
     names: list[str | None] = [None, *route.model.fallbacks]
     failure: UpstreamError | None = None
     fetched: dict[str, tuple[str, str]] = {}   # images by URL, for providers that need bytes
@@ -65,14 +67,15 @@ async def start_upstream(state: Any, req: ChatRequest, route: Route, waited: Wai
     raise AssertionError("unreachable")   # the last name returns or raises
 
 
-def _restore(req: ChatRequest, pristine: ChatRequest) -> None:
+def _restore(req: ChatRequest, pristine: list[ChatRequest]) -> None:
     """Undo what filters (tool emulation) did to the request, before sending it again."""
-    for f in dataclasses.fields(req):
-        setattr(req, f.name, getattr(pristine, f.name))
+    if pristine:
+        for f in dataclasses.fields(req):
+            setattr(req, f.name, getattr(pristine[0], f.name))
 
 
 async def _attempts(state: Any, req: ChatRequest, route: Route, waited: Waited, budget: Budget,
-                    *, model: str, pristine: ChatRequest,
+                    *, model: str, pristine: list[ChatRequest],
                     fetched: dict[str, tuple[str, str]]
                     ) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
     """One model's attempts: rotate keys, retry retryable failures with backoff within the
@@ -89,7 +92,7 @@ async def _attempts(state: Any, req: ChatRequest, route: Route, waited: Waited, 
             raise _no_usable_key(provider)
         attempt += 1
         try:
-            return await _attempt(state, req, route, waited, key, fetched)
+            return await _attempt(state, req, route, waited, key, fetched, pristine)
         except UpstreamError as err:
             fallback = state.router.tools_fallback(model, route, err) if req.tools else None
             if fallback is not None and fallback is not route:
@@ -109,8 +112,11 @@ async def _attempts(state: Any, req: ChatRequest, route: Route, waited: Waited, 
 
 
 async def _attempt(state: Any, req: ChatRequest, route: Route, waited: Waited,
-                   key: PoolKey | None, fetched: dict[str, tuple[str, str]]
+                   key: PoolKey | None, fetched: dict[str, tuple[str, str]],
+                   pristine: list[ChatRequest]
                    ) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
+    if not pristine and (route.filters or route.provider.image_fetch is not None):
+        pristine.append(copy.copy(req))
     if route.provider.image_fetch is not None:   # an upstream that takes image bytes only
         await inline_images(req, state.upstream.images, route.provider.image_fetch, fetched)
     runs = [f.open(req, route) for f in route.filters]
