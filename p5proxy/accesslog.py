@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from .loghandler import TextFormatter, direct
+
 if TYPE_CHECKING:
     from .config import LoggingConfig
     from .record import RequestRecord
@@ -93,6 +95,12 @@ def log_request(rec: RequestRecord, settings: LoggingConfig,
         message = orjson.dumps(fields).decode()
     else:
         message = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+        handler = direct(access_log)
+        if handler is not None:   # the same line, without a LogRecord
+            formatter = handler.formatter
+            assert isinstance(formatter, TextFormatter)
+            handler.write_line(f"{formatter.stamp(time.time())} INFO p5proxy.access: {message}")
+            return
     access_log.info(message, extra={"p5proxy_fields": fields})
 
 
