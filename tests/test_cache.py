@@ -7,7 +7,7 @@ the calls that reach them.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import anthropic
@@ -26,11 +26,16 @@ CHAT: dict[str, Any] = {"model": "gpt-4o", "messages": [{"role": "user", "conten
 LONG = "The quick brown fox jumps over the lazy dog. " * 8
 
 
+class Served(Protocol):
+    """Anything serving the gateway: the in-process fixture or a `p5proxy serve` process."""
+    url: str
+
+
 async def cached_gateway(make_gateway: Any, **cache: Any) -> Gateway:
     return await make_gateway(cache={"enabled": True, **cache})
 
 
-async def post(gw: Gateway, path: str, body: Any, headers: dict[str, str] | None = None
+async def post(gw: Served, path: str, body: Any, headers: dict[str, str] | None = None
                ) -> tuple[int, Any, Any]:
     async with aiohttp.ClientSession() as s:
         async with s.post(gw.url + path, data=orjson.dumps(body),
@@ -39,7 +44,7 @@ async def post(gw: Gateway, path: str, body: Any, headers: dict[str, str] | None
             return resp.status, orjson.loads(raw), resp.headers
 
 
-async def stream(gw: Gateway, path: str, body: Any, headers: dict[str, str] | None = None
+async def stream(gw: Served, path: str, body: Any, headers: dict[str, str] | None = None
                  ) -> tuple[list[bytes], Any]:
     """The raw SSE events of a streaming request, and the response headers."""
     async with aiohttp.ClientSession() as s:
@@ -64,7 +69,7 @@ def cache_headers(headers: Any) -> tuple[str, str]:
     return headers["X-Proxy-Cache"], headers["X-Proxy-Cache-Source"]
 
 
-async def health(gw: Gateway) -> dict[str, Any]:
+async def health(gw: Served) -> dict[str, Any]:
     async with aiohttp.ClientSession() as s:
         async with s.get(gw.url + "/health") as resp:
             data: dict[str, Any] = await resp.json()

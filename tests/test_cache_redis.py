@@ -6,8 +6,8 @@ Redis here is always a private `redis-server` the test starts, stops, pauses or 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,13 +16,12 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-import yaml
 
 from tests.fakes.fixtures import eventually
+from tests.processes import GatewayProcess
 from tests.fakes.redis_server import RedisServer
 from tests.fakes.replies import Reply
 from tests.test_cache import AH, LONG, MSG, health, post, stream, streamed_text
-from tests.test_server import free_port
 
 
 def ask(i: int) -> dict[str, Any]:
@@ -78,65 +77,44 @@ async def test_a_paused_redis_slows_requests_only_briefly(
 
 # --- two processes ---------------------------------------------------------------------------
 
-async def serve(tmp_path: Path, name: str, upstream: str, redis_url: str,
-                lease_secs: float = 10) -> tuple[Any, str]:
-    cfg = tmp_path / f"{name}.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "cache": {"enabled": True, "redis_url": redis_url, "lease_secs": lease_secs},
-        "providers": {"oa": {"type": "openai", "base_url": upstream, "api_key": "k"}},
-        "models": {"claude-sonnet-4-5": {"provider": "oa", "model": "qwen3-coder"}}}))
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "p5proxy", "serve", "--config", str(cfg), "--port", str(port),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(150):
-            try:
-                async with session.get(url + "/health") as resp:
-                    if resp.status == 200:
-                        return proc, url
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.1)
-    proc.kill()
-    await proc.wait()
-    pytest.fail(f"gateway {name} did not start")
+def gateway_config(upstream: str, redis_url: str) -> dict[str, Any]:
+    return {"cache": {"enabled": True, "redis_url": redis_url, "lease_secs": 1},
+            "providers": {"oa": {"type": "openai", "base_url": upstream, "api_key": "k"}},
+            "models": {"claude-sonnet-4-5": {"provider": "oa", "model": "qwen3-coder"}}}
 
 
-class Url:
-    """Enough of tests.conftest.Gateway for post() and stream()."""
+Gateways = tuple[Any, GatewayProcess, GatewayProcess]
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+
+def kill(gw: GatewayProcess) -> None:
+    """SIGKILL: the instance vanishes without releasing anything."""
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGKILL)
 
 
 @pytest.fixture
 async def two_gateways(tmp_path: Path, fake_openai: Any,
-                       redis_server: RedisServer) -> AsyncIterator[tuple[Any, list[Any], list[Url]]]:
+                       redis_server: RedisServer) -> AsyncIterator[Gateways]:
+    """Two `p5proxy serve` processes sharing one Redis, in front of one fake upstream."""
     fake, upstream = fake_openai
-    procs, urls = [], []
-    for name in ("one", "two"):
-        proc, url = await serve(tmp_path, name, upstream, redis_server.url, lease_secs=1)
-        procs.append(proc)
-        urls.append(Url(url))
-    try:
-        yield fake, procs, urls
-    finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+    async with contextlib.AsyncExitStack() as stack:
+        pair = []
+        for name in ("one", "two"):
+            (tmp_path / name).mkdir()
+            pair.append(await stack.enter_async_context(
+                GatewayProcess(tmp_path / name, gateway_config(upstream, redis_server.url))))
+        yield fake, pair[0], pair[1]
 
 
 async def test_two_processes_make_one_upstream_call_for_twenty_requests(
-        two_gateways: tuple[Any, list[Any], list[Url]]) -> None:
-    fake, _, (one, two) = two_gateways
+        two_gateways: Gateways) -> None:
+    fake, one, two = two_gateways
     fake.replies = [Reply(text=LONG, chunk_size=8, delay=0.03)]
-    first = asyncio.create_task(stream(one, "/v1/messages", MSG))   # type: ignore[arg-type]
+    first = asyncio.create_task(stream(one, "/v1/messages", MSG))
     await eventually(lambda: fake.open_streams == 1, timeout=5)
     rest = await asyncio.gather(
-        *(stream(gw, "/v1/messages", MSG) for gw in [one, two] * 5),   # type: ignore[arg-type]
-        *(post(gw, "/v1/messages", MSG) for gw in [one, two] * 5))     # type: ignore[arg-type]
+        *(stream(gw, "/v1/messages", MSG) for gw in [one, two] * 5),
+        *(post(gw, "/v1/messages", MSG) for gw in [one, two] * 5))
     events, _ = await first
     assert streamed_text(events) == LONG
     for events, h in rest[:10]:
@@ -147,14 +125,14 @@ async def test_two_processes_make_one_upstream_call_for_twenty_requests(
     assert len(fake.requests) == 1
     # and the stored answer is shared too
     await asyncio.sleep(0.2)
-    assert (await post(two, "/v1/messages", MSG))[2]["X-Proxy-Cache"] == "HIT"  # type: ignore[arg-type]
+    assert (await post(two, "/v1/messages", MSG))[2]["X-Proxy-Cache"] == "HIT"
 
 
 async def test_a_leader_that_dies_mid_stream_ends_its_followers_cleanly(
-        two_gateways: tuple[Any, list[Any], list[Url]]) -> None:
-    fake, procs, (one, two) = two_gateways
+        two_gateways: Gateways) -> None:
+    fake, one, two = two_gateways
     fake.replies = [Reply(text=LONG, chunk_size=4, delay=0.05)]
-    leader = asyncio.create_task(stream(one, "/v1/messages", MSG))   # type: ignore[arg-type]
+    leader = asyncio.create_task(stream(one, "/v1/messages", MSG))
     await eventually(lambda: fake.open_streams == 1, timeout=5)
 
     async def follow() -> tuple[list[bytes], float]:
@@ -163,7 +141,7 @@ async def test_a_leader_that_dies_mid_stream_ends_its_followers_cleanly(
                               headers=AH) as resp:
                 assert resp.status == 200 and resp.headers["X-Proxy-Cache"] == "HIT"
                 events = [await resp.content.readuntil(b"\n\n")]
-                procs[0].send_signal(signal.SIGKILL)   # the leader's process dies
+                kill(one)   # the leader's process dies
                 killed = time.monotonic()
                 events += (await resp.read()).split(b"\n\n")
                 return [e for e in events if e.strip()], time.monotonic() - killed
@@ -177,8 +155,8 @@ async def test_a_leader_that_dies_mid_stream_ends_its_followers_cleanly(
 
 
 async def test_a_leader_that_dies_before_answering_is_replaced(
-        two_gateways: tuple[Any, list[Any], list[Url]]) -> None:
-    fake, procs, (one, two) = two_gateways
+        two_gateways: Gateways) -> None:
+    fake, one, two = two_gateways
     calls: list[float] = []
 
     async def slow_then_fine(body: dict[str, Any]) -> Reply:
@@ -187,17 +165,17 @@ async def test_a_leader_that_dies_before_answering_is_replaced(
             await asyncio.sleep(30)   # the first instance's call never answers
         return Reply(text="answered by the survivor")
     fake.responder = slow_then_fine
-    leader = asyncio.create_task(post(one, "/v1/messages", MSG))   # type: ignore[arg-type]
+    leader = asyncio.create_task(post(one, "/v1/messages", MSG))
     await eventually(lambda: len(calls) == 1, timeout=5)
-    follower = asyncio.create_task(post(two, "/v1/messages", MSG))   # type: ignore[arg-type]
+    follower = asyncio.create_task(post(two, "/v1/messages", MSG))
     await asyncio.sleep(0.3)
-    procs[0].send_signal(signal.SIGKILL)
+    kill(one)
     status, body, h = await asyncio.wait_for(follower, 10)
     assert status == 200 and body["content"][0]["text"] == "answered by the survivor"
     assert len(calls) == 2
     with pytest.raises(Exception):
         await leader
-    stats = (await health(two))["cache"]   # type: ignore[arg-type]
+    stats = (await health(two))["cache"]
     assert stats["takeovers"] == 1
 
 
