@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from .raw_server import RawServer
+
 __all__ = ["FaultyUpstream", "Fault", "ok", "status", "reset_after", "stall_before_headers",
            "stall_after", "broken_chunked", "truncated", "start_faulty"]
 
@@ -106,33 +108,18 @@ def _completion(text: str, model: str) -> bytes:
         "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}})
 
 
-class FaultyUpstream:
+class FaultyUpstream(RawServer):
     def __init__(self, *faults: Fault) -> None:
+        super().__init__()
         self.faults: list[Fault] = list(faults)
         self.requests: list[Seen] = []
         self.closed = 0                    # clients that left while we stalled or streamed
         self.closed_at: list[float] = []
         self.connections = 0
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for writer in list(self._writers):   # open connections end; handlers return
-                writer.transport.abort()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self.server.wait_closed()
 
     def _next(self, key: str) -> Fault:
         for i, fault in enumerate(self.faults):
@@ -142,28 +129,17 @@ class FaultyUpstream:
 
     # --- connection handling ---------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        try:
-            while True:   # keep-alive: one request after another until a fault closes
-                seen = await self._read_request(reader)
-                if seen is None:
-                    return
-                self.requests.append(seen)
-                if not await self._answer(seen, reader, writer):
-                    return
-                if seen.headers.get("connection", "").lower() == "close":
-                    return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
-        finally:
-            self._tasks.discard(task)
-            self._writers.discard(writer)
-            writer.close()
+        while True:   # keep-alive: one request after another until a fault closes
+            seen = await self._read_request(reader)
+            if seen is None:
+                return
+            self.requests.append(seen)
+            if not await self._answer(seen, reader, writer):
+                return
+            if seen.headers.get("connection", "").lower() == "close":
+                return
 
     @staticmethod
     async def _read_request(reader: asyncio.StreamReader) -> Seen | None:

@@ -13,6 +13,8 @@ import asyncio
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .raw_server import RawServer
+
 __all__ = ["CountingProxy", "ProxiedRequest"]
 
 
@@ -23,45 +25,16 @@ class ProxiedRequest:
     headers: dict[str, str]     # lower-case names
 
 
-class CountingProxy:
+class CountingProxy(RawServer):
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[ProxiedRequest] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for writer in list(self._writers):
-                writer.transport.abort()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        try:
-            await self._one(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            self._writers.discard(writer)
-            writer.close()
-
-    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         method, target, version = head[0].split(" ", 2)
         headers = {}
