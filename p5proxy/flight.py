@@ -24,7 +24,7 @@ _HEARTBEAT_BATCH: Batch = [HEARTBEAT]
 
 
 class Flight:
-    __slots__ = ("key", "log", "done", "error", "readers", "joined", "task", "_wake",
+    __slots__ = ("key", "log", "done", "error", "readers", "task", "_wake",
                  "heartbeat_secs", "route", "on_end", "streaming")
 
     def __init__(self, key: str, *, heartbeat_secs: float) -> None:
@@ -33,7 +33,6 @@ class Flight:
         self.done = False
         self.error: BaseException | None = None
         self.readers = 0
-        self.joined = 0                      # readers other than the first
         self.task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.heartbeat_secs = heartbeat_secs
@@ -102,8 +101,6 @@ class Flight:
         While the producer is silent after its first batch, or after the upstream answered but
         before its first event (a model thinking), the reader gets keep-alives."""
         self.readers += 1
-        if self.readers > 1:
-            self.joined += 1
         i = 0
         try:
             while True:

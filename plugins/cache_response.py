@@ -79,11 +79,13 @@ class MemoryTier:
 
 
 class TieredCache(ResponseCache):
-    def __init__(self, settings: CacheConfig, redis: SharedRedis | None) -> None:
+    def __init__(self, settings: CacheConfig, redis: SharedRedis | None, *,
+                 owns_redis: bool = False) -> None:
         super().__init__()
         self.settings = settings
         self.memory = MemoryTier(settings.memory_entries)
         self.redis = redis
+        self.owns_redis = owns_redis   # its own connection (cache.redis_url): closed here
         self.instance = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -241,10 +243,8 @@ class TieredCache(ResponseCache):
             await asyncio.wait(set(self._tasks), timeout=2)
         for task in self._tasks:
             task.cancel()
-        if self.redis is not None and self.redis is not self._shared:
+        if self.redis is not None and self.owns_redis:
             await self.redis.close()
-
-    _shared: SharedRedis | None = None
 
 
 @hookimpl(trylast=True)
@@ -252,9 +252,8 @@ def p5proxy_response_cache(config: Config, redis: SharedRedis | None) -> Respons
     settings = config.cache
     if not settings.enabled:
         return None
-    own = settings.redis_url and (redis is None or redis.url != settings.redis_url)
-    tier = SharedRedis(settings.redis_url, prefix=config.redis.prefix,
-                       op_timeout=config.redis.op_timeout) if own and settings.redis_url else redis
-    cache = TieredCache(settings, tier)
-    cache._shared = redis
-    return cache
+    if settings.redis_url and (redis is None or redis.url != settings.redis_url):
+        own = SharedRedis(settings.redis_url, prefix=config.redis.prefix,
+                          op_timeout=config.redis.op_timeout)
+        return TieredCache(settings, own, owns_redis=True)
+    return TieredCache(settings, redis)

@@ -16,12 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
+from ..access import presented_key
 from ..aggregate import Aggregator
 from ..appkeys import CLIENT
 from ..cachekey import cache_key
 from ..canonical import ChatRequest, StreamEvent
 from ..flight import Flight
-from ..middleware import client_key
 from ..provider import Route
 from ..replay import replay_events
 from ..response_cache import LeaderLost, ResponseCache
@@ -67,7 +67,7 @@ def _tenant(request: web.Request, shared: bool) -> str:
     client = request.get(CLIENT)
     if client is not None:
         return f"id:{client.id}"
-    key = client_key(request)
+    key = presented_key(request)
     return hashlib.sha256(key.encode()).hexdigest()[:24] if key else "*"
 
 
