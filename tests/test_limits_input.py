@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from p5proxy.inputs import too_deep
 
 from tests.conftest import Gateway
-from tests.test_server import free_port
+from tests.processes import free_port
 
 MSG = {"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}

@@ -24,7 +24,7 @@ from p5proxy_plugins.provider_openai import OpenAIProvider
 from tests.admin_support import csrf_of
 from tests.fakes.fixtures import eventually
 from tests.fakes.replies import Reply
-from tests.test_server import free_port
+from tests.processes import free_port
 
 CHAT = "/v1/chat/completions"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,7 @@ import pytest
 import yaml
 
 from tests.fakes.replies import Reply
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.processes import free_port
 
 
 async def start_serve(tmp_path: Path, upstream: str, *args: str) -> tuple[Any, str]:

@@ -19,13 +19,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.processes import free_port
+
 __all__ = ["RedisServer", "redis_url", "redis_server", "redis_prefix"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:
@@ -36,7 +32,7 @@ class RedisServer:
         if binary is None:
             pytest.skip("redis-server is not installed and REDIS_URL is not set")
         self.binary = binary
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="p5proxy-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 
