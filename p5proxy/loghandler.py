@@ -95,14 +95,17 @@ def direct(logger: logging.Logger) -> BatchedStreamHandler | None:
     our text format: the caller may then format the line itself and skip logging's record
     machinery (several microseconds per line). None when anything else is configured
     (other handlers, another format, a test's capture): use the logger then."""
-    if logger.handlers or not logger.propagate or logger.disabled:
-        return None
     root = logging.getLogger()
-    if len(root.handlers) != 1 or logger.parent is not root:
+    node: logging.Logger | None = logger
+    while node is not None and node is not root:   # e.g. p5proxy.access -> p5proxy -> root
+        if node.handlers or node.filters or not node.propagate or node.disabled:
+            return None
+        node = node.parent
+    if node is not root or len(root.handlers) != 1 or root.filters:
         return None
     handler = root.handlers[0]
     if type(handler) is not BatchedStreamHandler or type(handler.formatter) is not TextFormatter \
-            or handler.level > logging.INFO or handler.filters or logger.filters:
+            or handler.level > logging.INFO or handler.filters:
         return None
     return handler
 

@@ -1,0 +1,84 @@
+"""The commands' log output (p5proxy/loghandler.py), in a fresh interpreter each: it configures
+root logging, which pytest's own capture must not see changed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) [\w.]+: .+$")
+
+
+def run(script: str) -> list[str]:
+    code = "from p5proxy.loghandler import configure, direct\nimport asyncio, logging, os\n"
+    proc = subprocess.run([sys.executable, "-c", code + textwrap.dedent(script)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr.splitlines()
+
+
+def test_direct_path_is_taken_under_intermediate_loggers_and_matches_the_record_path() -> None:
+    lines = run("""
+        configure("INFO")
+        logging.getLogger("p5proxy")   # an intermediate logger, as the gateway's modules create
+        access = logging.getLogger("p5proxy.access")
+        handler = direct(access)
+        assert handler is not None, "the fast path must survive intermediate loggers"
+        handler.write_line(handler.formatter.stamp(1700000000.5) + " INFO p5proxy.access: a=1")
+        access.info("a=1")
+        """)
+    assert len(lines) == 2
+    assert all(LINE.match(line) for line in lines), lines
+    assert lines[0].split(" ", 2)[2] == lines[1].split(" ", 2)[2] == "INFO p5proxy.access: a=1"
+    assert lines[0].split(" ")[1].endswith(",500")
+
+
+def test_direct_path_steps_aside_for_any_other_handler_or_filter() -> None:
+    run("""
+        configure("INFO")
+        access = logging.getLogger("p5proxy.access")
+        parent = logging.getLogger("p5proxy")
+        parent.addHandler(logging.NullHandler())
+        assert direct(access) is None
+        parent.handlers.clear()
+        parent.addFilter(lambda record: True)
+        assert direct(access) is None
+        parent.filters.clear()
+        parent.propagate = False
+        assert direct(access) is None
+        parent.propagate = True
+        logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(message)s"))
+        assert direct(access) is None
+        """)
+
+
+def test_lines_of_one_loop_iteration_are_written_together_and_in_order() -> None:
+    lines = run("""
+        configure("INFO")
+        writes = []
+        handler = logging.getLogger().handlers[0]
+        stream = handler.stream
+        class Counting:
+            def write(self, text):
+                writes.append(text.count(chr(10)))
+                stream.write(text)
+            def flush(self):
+                stream.flush()
+        handler.stream = Counting()
+        async def main():
+            for i in range(5):
+                logging.getLogger("p5proxy.x").info("line %d", i)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            logging.getLogger("p5proxy.x").warning("later")
+            await asyncio.sleep(0)
+        asyncio.run(main())
+        logging.getLogger("p5proxy.x").info("no loop")
+        handler.stream = stream
+        print(writes, file=stream)
+        """)
+    assert [line.split(": ", 1)[1] for line in lines[:-1]] == [
+        "line 0", "line 1", "line 2", "line 3", "line 4", "later", "no loop"]
+    assert lines[-1] == "[5, 1, 1]"
