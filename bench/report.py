@@ -119,23 +119,45 @@ def profile_top(raw: Path, n: int = 15) -> dict:
     """Top functions by own and by inclusive samples from py-spy's raw (collapsed-stack) output."""
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
+    files: Counter[str] = Counter()
     total = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
+        frames = [_LINE_NO.sub(")", f) for f in stack.split(";") if not f.startswith("process ")]
+        if not frames or frames[-1] in _IDLE:
+            continue
         k = int(count)
         total += k
-        frames = [_LINE_NO.sub(")", f) for f in stack.split(";") if not f.startswith("process ")]
-        if not frames:
-            continue
         own[frames[-1]] += k
+        files[_source(frames[-1])] += k
         for f in set(frames):
             incl[f] += k
     pct = (lambda c: 100.0 * c / total) if total else (lambda c: 0.0)
     return {"samples": total,
             "own": [(round(pct(c), 1), f) for f, c in own.most_common(n)],
-            "inclusive": [(round(pct(c), 1), f) for f, c in incl.most_common(n)]}
+            "inclusive": [(round(pct(c), 1), f) for f, c in incl.most_common(n)],
+            "files": {f: round(pct(c), 2) for f, c in files.most_common()}}
+
+
+# a thread-pool thread waiting for work is not busy, whatever py-spy thinks
+_IDLE = {"_worker (concurrent/futures/thread.py)"}
+
+
+def _source(frame: str) -> str:
+    """'fn (aiohttp/web_protocol.py)' -> 'aiohttp/web_protocol.py'."""
+    return frame.rpartition("(")[2].rstrip(")").rpartition("site-packages/")[2]
+
+
+def profile_compare(gw: dict, gw_cpu_us: float, ref: dict, ref_cpu_us: float, n: int = 25) -> str:
+    """Own time per source file in microseconds of CPU per request, gateway next to reference."""
+    lines = [f"{'gw us/req':>10} {'ref us/req':>10}  source file (own samples)"]
+    for f, p in list(gw["files"].items())[:n]:
+        r = ref.get("files", {}).get(f)
+        lines.append(f"{p * gw_cpu_us / 100:10.1f} {'' if r is None else f'{r * ref_cpu_us / 100:10.1f}':>10}  {f}")
+    lines.append(f"{gw_cpu_us:10.1f} {ref_cpu_us:10.1f}  total CPU per request (measured runs)")
+    return "\n".join(lines)
 
 
 def profile_text(key: str, prof: dict) -> str:

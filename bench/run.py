@@ -30,7 +30,7 @@ import report  # noqa: E402
 import slow_streams  # noqa: E402
 from benchlib import (AN_HEADERS, OA_HEADERS, CpuMeter, Procs, check_anthropic_json,  # noqa: E402
                       _descendants, check_anthropic_sse, check_openai_json, check_openai_sse, free_port,
-                      http, mock_stats, rss_kib, wait_ready)
+                      http, mock_stats, proc_cpu_s, rss_kib, wait_ready)
 
 LUA = HERE / "post.lua"
 PROXY_CPU = "0"
@@ -124,7 +124,7 @@ def merge(runs: list[dict]) -> dict:
     reqs = sum(r["requests"] for r in runs)
     secs = sum(r["duration_us"] for r in runs) / 1e6
     return {"rps": reqs / secs, "requests": reqs, "p50_us": med("p50_us"), "p90_us": med("p90_us"),
-            "p99_us": med("p99_us"), "errors": sum(r["errors"] for r in runs),
+            "p99_us": med("p99_us"), "cpu_us_per_req": med("cpu_us_per_req"), "errors": sum(r["errors"] for r in runs),
             "foreign_cpu_pct": max(r.get("foreign_cpu_pct", 0.0) for r in runs),
             "load_core_busy_pct": max(r["core_busy_pct"].get(LOAD_CPU, 0.0) for r in runs),
             "upstream_requests": sum(r.get("upstream_requests", 0) for r in runs), "runs": runs}
@@ -185,6 +185,8 @@ models:
   claude-bench: {{provider: mock, model: gpt-bench}}
   gpt-slow: {{provider: mockslow, model: gpt-bench}}
 """
+        if self.args.gateway_yaml:   # later keys win: an A/B of one setting
+            text += "# --gateway-yaml\n" + self.args.gateway_yaml + "\n"
         path = self.out / "gateway.yaml"
         path.write_text(text)
         return path
@@ -215,12 +217,21 @@ models:
     def measure(self, target: str, req: Req, conc: int, duration: int) -> dict:
         before = mock_stats(self.ports["mock"]).get("requests", 0)
         meter = CpuMeter([p.pid for p in self.procs.procs.values()])
+        own = self.target_pids(target)
+        cpu0 = sum(proc_cpu_s(p) for p in own)
         r = run_wrk(self.url(target, req.path), self.bodies[req.body], req.headers, conc=conc, duration=duration)
+        # CPU per request is steadier than requests/s when others share the machine: use it to
+        # compare two versions of the gateway (requests/s stays the figure the targets use)
+        r["cpu_us_per_req"] = round((sum(proc_cpu_s(p) for p in own) - cpu0) * 1e6 / max(1, r["requests"]), 1)
         r["foreign_cpu_pct"] = round(meter.foreign_pct(), 1)
         r["core_busy_pct"] = meter.core_pct()
         time.sleep(0.2)
         r["upstream_requests"] = mock_stats(self.ports["mock"]).get("requests", 0) - before
         return r
+
+    def target_pids(self, target: str) -> list[int]:
+        proc = self.procs.procs.get(target)
+        return [] if proc is None else [proc.pid, *_descendants(proc.pid)]
 
     def wait_quiet(self, limit: float = 60.0) -> None:
         """Wait (at most `limit` s) for a second during which other processes stay under --max-noise."""
@@ -262,23 +273,28 @@ models:
             for t in (names if i % 2 == 0 else names[::-1]):
                 port_name = "mock" if t == "direct" else t
                 self.log(f"  {sc.key}: {t} run {i + 1}/{a.repeat}")
-                runs[t].append(self.measure_quiet(port_name, targets[t], sc.conc))
+                r = self.measure_quiet(port_name, targets[t], sc.conc)
+                self.log(f"    {r['rps']:.0f} req/s, {r['cpu_us_per_req']:.0f} us CPU/request")
+                runs[t].append(r)
         for t, rs in runs.items():
             res[t] = merge(rs)
         if a.profile and "gw" in targets:
-            res["profile"] = self.profile(sc.key, targets["gw"], sc.conc)
+            res["profile"] = self.profile(sc.key, "gw", targets["gw"], sc.conc)
+            res["profile_ref"] = self.profile(sc.key, "ref", targets["ref"], sc.conc)
         return res
 
-    def profile(self, key: str, req: Req, conc: int) -> dict:
-        """One extra, unmeasured gateway run under py-spy (sampling from core 1, non-blocking)."""
+    def profile(self, key: str, target: str, req: Req, conc: int) -> dict:
+        """One extra, unmeasured run of `target` under py-spy (sampling from core 1). Blocking
+        mode (each sample pauses the process, which slows it but keeps the stacks exact), and only
+        the thread holding the GIL: a thread waiting for it is not using the core."""
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        raw = self.out / f"profile-{key}.txt"
-        self.log(f"  {key}: gw under py-spy -> {raw.name}")
+        raw = self.out / f"profile-{key}-{target}.txt"
+        self.log(f"  {key}: {target} under py-spy -> {raw.name}")
         with open(self.out / "logs" / "py-spy.log", "ab") as log:
-            proc = subprocess.Popen([spy, "record", "--pid", str(self.procs.procs["gw"].pid), "--subprocesses",
-                                     "--duration", str(self.args.duration), "--rate", "250", "--format", "raw",
-                                     "--nonblocking", "-o", str(raw)], stdout=log, stderr=log)
-            run_wrk(self.url("gw", req.path), self.bodies[req.body], req.headers, conc=conc,
+            proc = subprocess.Popen([spy, "record", "--pid", str(self.procs.procs[target].pid), "--subprocesses",
+                                     "--duration", str(self.args.duration), "--rate", "400", "--gil", "--format", "raw",
+                                     "-o", str(raw)], stdout=log, stderr=log)
+            run_wrk(self.url(target, req.path), self.bodies[req.body], req.headers, conc=conc,
                     duration=self.args.duration)
             try:
                 proc.wait(self.args.duration + 30)
@@ -288,7 +304,7 @@ models:
         if not raw.exists():
             return {"samples": 0, "own": [], "inclusive": [], "error": "py-spy wrote nothing; see logs/py-spy.log"}
         prof = report.profile_top(raw)
-        (self.out / f"profile-{key}-top.txt").write_text(report.profile_text(key, prof) + "\n")
+        (self.out / f"profile-{key}-{target}-top.txt").write_text(report.profile_text(f"{key} {target}", prof) + "\n")
         return prof
 
     async def slow_one(self, target: str, path: str, body_key: str) -> dict:
@@ -364,6 +380,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-gateway", action="store_true", help="measure the reference proxy only")
     p.add_argument("--gateway-workers", type=int, default=0, help="pass --workers N to p5proxy serve")
     p.add_argument("--gateway-cpus", default=PROXY_CPU, help="taskset CPU list for the gateway (default 0)")
+    p.add_argument("--gateway-yaml", default="",
+                   help="YAML appended to the generated gateway config (A/B of a setting)")
     p.add_argument("--profile", action="store_true",
                    help="after each gateway measurement, one more run under py-spy; top functions to results/")
     p.add_argument("--report", metavar="RESULTS_JSON", help="print the table of an earlier run and exit")
@@ -434,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     for key, r in results["scenarios"].items():
         if r.get("profile", {}).get("samples"):
             print("\n" + report.profile_text(key, r["profile"]))
+            if r.get("profile_ref", {}).get("samples"):
+                compare = report.profile_compare(r["profile"], r["gw"]["cpu_us_per_req"],
+                                                 r["profile_ref"], r["ref"]["cpu_us_per_req"])
+                (out / f"profile-{key}-compare.txt").write_text(compare + "\n")
+                print("\n" + compare)
     for n in b.notes:
         print(f"note: {n}")
     print(f"\nresults: {out} ({results['wall_s']} s)")

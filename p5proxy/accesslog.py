@@ -50,26 +50,39 @@ def _body(raw: bytes | None, cap: int) -> str | None:
     return redact(text) + suffix
 
 
+_FIELDS = ("request_id", "client_key_id", "method", "path", "protocol", "model", "route",
+           "status", "stream", "latency_ms", "ttft_ms", "overhead_ms", "input_tokens",
+           "output_tokens", "cached_tokens", "cache", "retries", "fallback", "error_type",
+           "client_ip")
+
+
+def _values(rec: RequestRecord) -> tuple[Any, ...]:
+    """The access line's values, in the order of _FIELDS (None: left out of the line)."""
+    return (rec.request_id, rec.client_key_id, rec.method, rec.path, rec.protocol, rec.model,
+            f"{rec.provider}/{rec.upstream_model}" if rec.provider else None,
+            rec.status, "true" if rec.stream else "false",
+            round(rec.latency_ms, 1) if rec.latency_ms is not None else None,
+            round(rec.ttft_ms, 1) if rec.ttft_ms is not None else None,
+            rec.overhead_ms, rec.input_tokens, rec.output_tokens, rec.cached_tokens,
+            rec.cache_status, rec.retries or None, "true" if rec.fallback else None,
+            rec.error_type, rec.client_ip)
+
+
 def access_fields(rec: RequestRecord, settings: LoggingConfig,
                   resp: web.StreamResponse | None) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "request_id": rec.request_id, "client_key_id": rec.client_key_id,
-        "method": rec.method, "path": rec.path, "protocol": rec.protocol, "model": rec.model,
-        "route": f"{rec.provider}/{rec.upstream_model}" if rec.provider else None,
-        "status": rec.status, "stream": rec.stream,
-        "latency_ms": round(rec.latency_ms, 1) if rec.latency_ms is not None else None,
-        "ttft_ms": round(rec.ttft_ms, 1) if rec.ttft_ms is not None else None,
-        "overhead_ms": rec.overhead_ms,
-        "input_tokens": rec.input_tokens, "output_tokens": rec.output_tokens,
-        "cached_tokens": rec.cached_tokens, "cache": rec.cache_status,
-        "retries": rec.retries or None, "fallback": rec.fallback or None,
-        "error_type": rec.error_type, "client_ip": rec.client_ip,
-    }
+    fields = {k: v for k, v in zip(_FIELDS, _values(rec)) if v is not None}
+    fields["stream"] = rec.stream   # JSON booleans, not the text format's words
+    if rec.fallback:
+        fields["fallback"] = True
     if settings.bodies:
-        fields["request_body"] = _body(rec.request_body, settings.body_max_bytes)
+        body = _body(rec.request_body, settings.body_max_bytes)
+        if body is not None:
+            fields["request_body"] = body
         if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
-            fields["response_body"] = _body(resp.body, settings.body_max_bytes)
-    return {k: v for k, v in fields.items() if v is not None}
+            body = _body(resp.body, settings.body_max_bytes)
+            if body is not None:
+                fields["response_body"] = body
+    return fields
 
 
 _NEEDS_QUOTES = re.compile(r'[ "=\n\t]')
@@ -78,7 +91,7 @@ _NEEDS_QUOTES = re.compile(r'[ "=\n\t]')
 def _text_value(value: Any) -> str:
     if value is True or value is False:
         return "true" if value else "false"
-    if type(value) is int or type(value) is float:   # most fields: nothing to quote
+    if type(value) is int or type(value) is float:
         return str(value)
     text = str(value)
     if not text or _NEEDS_QUOTES.search(text):
@@ -86,22 +99,37 @@ def _text_value(value: Any) -> str:
     return text
 
 
+def access_text(rec: RequestRecord) -> str:
+    """The text format's `key=value ...` (values with spaces, quotes or `=` are JSON-quoted)."""
+    values = _values(rec)
+    pairs = [f"{k}={v}" for k, v in zip(_FIELDS, values) if v is not None]
+    line = " ".join(pairs)
+    # nearly every line needs no quoting: then it has exactly the separators put in above
+    if line.count(" ") == len(pairs) - 1 and line.count("=") == len(pairs) and '"' not in line \
+            and "\n" not in line and "\t" not in line and "" not in values:
+        return line
+    return " ".join([f"{k}={_text_value(v)}" for k, v in zip(_FIELDS, values) if v is not None])
+
+
 def log_request(rec: RequestRecord, settings: LoggingConfig,
                 resp: web.StreamResponse | None) -> None:
     if not settings.access or not access_log.isEnabledFor(logging.INFO):
         return
-    fields = access_fields(rec, settings, resp)
-    if settings.format == "json":
-        message = orjson.dumps(fields).decode()
-    else:
-        message = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
-        handler = direct(access_log)
-        if handler is not None:   # the same line, without a LogRecord
-            formatter = handler.formatter
-            assert isinstance(formatter, TextFormatter)
-            handler.write_line(f"{formatter.stamp(time.time())} INFO p5proxy.access: {message}")
+    if settings.format == "json" or settings.bodies:
+        fields = access_fields(rec, settings, resp)
+        if settings.format == "json":
+            access_log.info(orjson.dumps(fields).decode(), extra={"p5proxy_fields": fields})
             return
-    access_log.info(message, extra={"p5proxy_fields": fields})
+        message = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+    else:
+        message = access_text(rec)
+    handler = direct(access_log)
+    if handler is not None:   # the same line, without a LogRecord
+        formatter = handler.formatter
+        assert isinstance(formatter, TextFormatter)
+        handler.write_line(f"{formatter.stamp(time.time())} INFO p5proxy.access: {message}")
+        return
+    access_log.info(message)
 
 
 class JsonFormatter(logging.Formatter):

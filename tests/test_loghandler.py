@@ -54,7 +54,7 @@ def test_direct_path_steps_aside_for_any_other_handler_or_filter() -> None:
         """)
 
 
-def test_lines_of_one_loop_iteration_are_written_together_and_in_order() -> None:
+def test_lines_of_one_loop_are_written_together_and_in_order() -> None:
     lines = run("""
         configure("INFO")
         writes = []
@@ -73,12 +73,18 @@ def test_lines_of_one_loop_iteration_are_written_together_and_in_order() -> None
             await asyncio.sleep(0)
             await asyncio.sleep(0)
             logging.getLogger("p5proxy.x").warning("later")
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.3)   # past WRITE_EVERY: written by then
+            assert writes == [6], writes
+            for i in range(600):   # WRITE_LINES do not wait for the timer
+                logging.getLogger("p5proxy.y").info("bulk %d", i)
+            assert writes == [6, 256, 256], writes
+            await asyncio.sleep(0.3)
         asyncio.run(main())
         logging.getLogger("p5proxy.x").info("no loop")
         handler.stream = stream
         print(writes, file=stream)
         """)
-    assert [line.split(": ", 1)[1] for line in lines[:-1]] == [
-        "line 0", "line 1", "line 2", "line 3", "line 4", "later", "no loop"]
-    assert lines[-1] == "[5, 1, 1]"
+    messages = [line.split(": ", 1)[1] for line in lines[:-1]]
+    assert messages == ["line 0", "line 1", "line 2", "line 3", "line 4", "later",
+                        *[f"bulk {i}" for i in range(600)], "no loop"]
+    assert lines[-1] == "[6, 256, 256, 88, 1]"
