@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -26,6 +27,8 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream if stream is not None else sys.stderr)
         self._pending: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -44,10 +47,15 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.release()
 
     def _add(self, line: str) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = self._loop
+        # the loop seen last, when it is still running in this thread (asyncio's own lookup
+        # makes a getpid() system call on every line)
+        if loop is None or self._thread != threading.get_ident() or not loop.is_running():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            self._loop, self._thread = loop, threading.get_ident()
         if loop is None:
             self._pending.append(line)
             self._drain()

@@ -132,3 +132,16 @@ def test_json_formatter_merges_access_fields() -> None:
     assert out["request_id"] == "r1" and out["status"] == 200 and out["level"] == "INFO"
     plain = logging.LogRecord("p5proxy", logging.WARNING, __file__, 1, "hello %s", ("w",), None)
     assert orjson.loads(JsonFormatter().format(plain))["message"] == "hello w"
+
+
+def test_generated_request_ids_sort_by_time_and_stay_unique() -> None:
+    """Time-ordered ids keep the request log's index on them growing at its end."""
+    import time
+
+    from p5proxy.ids import request_id
+    early = [request_id() for _ in range(2000)]
+    time.sleep(0.002)
+    late = request_id()
+    assert len(set(early)) == len(early)
+    assert all(len(rid) == 28 and rid.startswith("req_01") and rid.isascii() for rid in early)
+    assert all(rid[:13] <= late[:13] for rid in early) and early[0] < late
