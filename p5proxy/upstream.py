@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from .canonical import HEARTBEAT, MessageStart, StreamEvent
 from .config import ServerConfig, Timeouts
@@ -50,6 +51,24 @@ class UpstreamClient:
         self.server = server
         self.session: aiohttp.ClientSession | None = None
         self.images = ImageFetcher()   # only for providers with `fetch_images`
+        # parsed once: aiohttp would parse a URL string and build its timeout on every request
+        self._urls: dict[str, URL] = {}
+        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+
+    def _url(self, url: str) -> URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= 1024:   # templated URLs (HTTP provider): stay bounded
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url)
+        return parsed
+
+    def _client_timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
+        made = self._timeouts.get(timeouts)
+        if made is None:
+            made = self._timeouts[timeouts] = aiohttp.ClientTimeout(
+                total=None, connect=None, sock_connect=timeouts.connect)
+        return made
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.server.pool_limit,
@@ -57,8 +76,11 @@ class UpstreamClient:
                                          ttl_dns_cache=300, enable_cleanup_closed=True)
         # No session-wide timeout: every phase gets its own deadline below. No trust_env: the
         # proxy is chosen per provider (p5proxy/proxies.py), NO_PROXY and loopback included.
+        # No cookie jar: upstream cookies must not travel between clients (and filtering the
+        # jar costs time on every request).
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                              timeout=aiohttp.ClientTimeout(total=None),
+                                             cookie_jar=aiohttp.DummyCookieJar(),
                                              json_serialize=lambda o: orjson.dumps(o).decode())
 
     async def close(self) -> None:
@@ -72,11 +94,10 @@ class UpstreamClient:
         waited = waited or Waited()
         started = time.monotonic()
         t0 = time.perf_counter()
-        client_timeout = aiohttp.ClientTimeout(total=None, connect=None,
-                                               sock_connect=timeouts.connect)
+        client_timeout = self._client_timeout(timeouts)
         try:
             async with asyncio.timeout(timeouts.first_byte) as deadline:   # includes connecting
-                resp = await self.session.request(ureq.method, ureq.url, data=ureq.body,
+                resp = await self.session.request(ureq.method, self._url(ureq.url), data=ureq.body,
                                                   headers=ureq.headers, timeout=client_timeout,
                                                   proxy=provider.proxy.url)
         except TimeoutError as exc:

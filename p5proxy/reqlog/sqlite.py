@@ -54,7 +54,6 @@ class SQLiteBackend(Backend):
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA cache_size=-16384")   # 16 MiB: index pages stay in memory
             for statement in self.ddl(_TYPES, "id INTEGER PRIMARY KEY"):
                 db.execute(statement)
         except BaseException:
