@@ -112,3 +112,55 @@ def test_generated_ndjson_streams(events: list[tuple[str, dict[str, Any]]], newl
     lines = [orjson.dumps(obj).decode() for _, obj in events]
     raw = (newline.join(lines) + (newline if final_newline else "")).encode()
     assert run(NDJSONDecoder(), data.draw(rechunked(raw))) == [("", x) for x in lines]
+
+
+class _GeneralOnly(OpenAIStreamParser):
+    """The parser without its plain-text fast path: what every chunk would give otherwise."""
+    __slots__ = ()
+
+    def _plain_text(self, data: str) -> None:
+        return None
+
+
+_DELTAS = st.one_of(
+    st.fixed_dictionaries({"content": st.text(max_size=5)}),
+    st.fixed_dictionaries({"content": st.none()}),
+    st.fixed_dictionaries({"role": st.just("assistant"), "content": st.text(max_size=3)}),
+    st.fixed_dictionaries({"reasoning_content": st.text(min_size=1, max_size=3)}),
+    st.fixed_dictionaries({"tool_calls": st.just([{"index": 0, "id": "call_1", "type": "function",
+                                                   "function": {"name": "f", "arguments": "{"}}])}),
+    st.just({}))
+_CHUNKS = st.fixed_dictionaries(
+    {"id": st.just("c1"), "model": st.just("m"),
+     "choices": st.one_of(st.just([]), st.lists(st.fixed_dictionaries(
+         {"index": st.just(0), "delta": _DELTAS,
+          "finish_reason": st.one_of(st.none(), st.none(), st.just("stop"))}),
+         min_size=1, max_size=2))},
+    optional={"usage": st.one_of(st.none(), st.just({"prompt_tokens": 3, "completion_tokens": 2})),
+              "error": st.one_of(st.none(), st.just({"message": "boom"}))})
+
+
+def _events(parser: OpenAIStreamParser, datas: list[str]) -> list[str]:
+    """The events as text (errors are exceptions, which compare by identity)."""
+    out: list[Any] = []
+    for data in datas:
+        out.extend(parser.feed("", data))
+    try:
+        out.extend(parser.close())
+    except Exception as exc:   # noqa: BLE001 - a truncation: compare that too
+        out.append(exc)
+    return [repr(ev) for ev in out]
+
+
+@given(chunks=st.lists(_CHUNKS, max_size=12), done=st.booleans())
+@PROPS
+def test_openai_plain_text_fast_path_gives_the_general_paths_events(
+        chunks: list[dict[str, Any]], done: bool) -> None:
+    datas = [orjson.dumps(c).decode() for c in chunks] + (["[DONE]"] if done else [])
+    assert _events(OpenAIStreamParser("p"), datas) == _events(_GeneralOnly("p"), datas)
+
+
+@pytest.mark.parametrize("name", ["openai_upstream_stream.sse", "openai_quirks.sse"])
+def test_openai_recordings_parse_the_same_with_and_without_the_fast_path(name: str) -> None:
+    datas = [data for _, data in run(SSEDecoder(repair=True), [(DATA / name).read_bytes()])]
+    assert _events(OpenAIStreamParser("p"), datas) == _events(_GeneralOnly("p"), datas)

@@ -192,7 +192,8 @@ def decode_request(body: Any, headers: Any = None) -> ChatRequest:
     stream_options = opt_dict(body.get("stream_options"), "stream_options")
     if stream_options is not None:
         opt_bool(stream_options.get("include_usage"), "stream_options.include_usage")
-    _check_sampling(body)
+    if not _SAMPLING.isdisjoint(body):   # most requests send none of them
+        _check_sampling(body)
     temperature, top_p = body.get("temperature"), body.get("top_p")
     return ChatRequest(
         model=model, messages=messages, ingress="openai", raw=body, system=system,
@@ -211,6 +212,10 @@ def decode_request(body: Any, headers: Any = None) -> ChatRequest:
         user=opt_str(body.get("safety_identifier"), "safety_identifier")
         or opt_str(body.get("user"), "user") or None,
     )
+
+
+_SAMPLING = frozenset(("n", "seed", "presence_penalty", "frequency_penalty", "logprobs",
+                       "top_logprobs", "parallel_tool_calls", "metadata", "logit_bias"))
 
 
 def _check_sampling(body: dict[str, Any]) -> None:
