@@ -12,7 +12,7 @@ from typing import Any
 import pluggy
 from aiohttp import web
 
-from . import record
+from . import metrics, record
 from .access import Access
 from .admin import add_admin_routes
 from .appkeys import ACCESS, STATE
@@ -126,6 +126,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         if inspect.isawaitable(result):
             await result
     yield
+    metrics.flush()   # the last requests' counts, before a worker's files are read for good
     if state.cache is not None:
         await state.cache.close()
     await state.upstream.close()

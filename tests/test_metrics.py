@@ -177,6 +177,8 @@ async def test_workers_add_up_in_one_scrape(tmp_path: Any, fake_openai: Any) -> 
                 async with session.post(url + "/v1/chat/completions", json={
                         "model": "gpt-4o", "messages": HI}) as resp:
                     assert resp.status == 200
+            # each worker writes its counts to the shared files within metrics.FLUSH_SECS
+            await asyncio.sleep(metrics.FLUSH_SECS + 0.5)
             for _ in range(6):
                 async with session.get(url + "/metrics") as resp:
                     assert resp.status == 200
@@ -187,3 +189,23 @@ async def test_workers_add_up_in_one_scrape(tmp_path: Any, fake_openai: Any) -> 
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+def test_batched_histogram_counts_match_one_observe_per_value() -> None:
+    """flush() puts a batch into a histogram with one increment per bucket: the exposition must
+    be what one observe() per value gives, bucket edges included."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    values = [0.0, 0.05, 0.0500001, 0.1, 0.3, 2.5, 7, 599.9, 600, 601, 1e9, 0.25]
+    out = []
+    for batched in (False, True):
+        registry = CollectorRegistry()
+        hist = Histogram("h", "h", ("a",), buckets=metrics._LATENCY_BUCKETS, registry=registry)
+        child = hist.labels("x")
+        if batched:
+            metrics._observe_all(child, values)
+        else:
+            for v in values:
+                child.observe(v)
+        out.append(generate_latest(registry))
+    assert out[0] == out[1]
