@@ -114,13 +114,17 @@ class UpstreamClient:
                                        provider=provider.name) from None
         finally:
             waited.seconds += time.perf_counter() - t0
+        # The request is sent: let its body go. A stream lives long, and orjson's output
+        # keeps the buffer it was written into (4 KiB for a small body).
+        stream_wanted = ureq.stream
+        del ureq
         try:
             if resp.status >= 400:
                 raise provider.map_error(resp.status,
                                          await self._json(resp, timeouts, provider, waited),
                                          resp.headers)
             ctype = resp.content_type
-            if ctype in _STREAM_TYPES or (ureq.stream and ctype != "application/json"):
+            if ctype in _STREAM_TYPES or (stream_wanted and ctype != "application/json"):
                 # (a stream also answers a non-stream request when the upstream ignores `stream`)
                 async for batch in self._stream(resp, provider, timeouts, started, waited):
                     yield batch
