@@ -112,7 +112,9 @@ class TieredCache(ResponseCache):
         return decode_final(orjson.loads(data)), "redis"
 
     def put(self, key: str, final: FinalMessage, ttl: float) -> None:
-        data = orjson.dumps(encode_final(final))
+        # a copy of exactly its size: orjson's output keeps the (larger) buffer it was written
+        # into, and entries live long
+        data = bytes(memoryview(orjson.dumps(encode_final(final))))
         limit = self.settings.max_entry_bytes
         if limit and len(data) > limit:
             self.stats.oversize_skips += 1
