@@ -43,15 +43,24 @@ def tool_call_id() -> str:
 _DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"   # in ASCII order
 
 
+_last_ms = -1
+_last_text = ""
+
+
 def _time62(n_chars: int) -> str:
     """The current time in milliseconds as `n_chars` base-62 digits that sort as the time does
-    (7 digits last until the year 2080)."""
+    (7 digits last until the year 2080); computed once per millisecond."""
+    global _last_ms, _last_text
     n = time.time_ns() // 1_000_000
+    if n == _last_ms and len(_last_text) == n_chars:
+        return _last_text
+    _last_ms = n
     out = []
     for _ in range(n_chars):
         n, digit = divmod(n, 62)
         out.append(_DIGITS[digit])
-    return "".join(reversed(out))
+    _last_text = "".join(reversed(out))
+    return _last_text
 
 
 def request_id() -> str:
