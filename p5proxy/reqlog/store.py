@@ -316,9 +316,12 @@ class RequestLog:
                 deleted += await self.backend.execute(
                     f"DELETE FROM {t} WHERE ts < ?", [now - self.settings.retention_days * 86400])
             if self.settings.max_rows > 0:
+                # ids only grow, so the newest max_rows rows have ids above max(id) - max_rows
+                # (fewer rows when ids have gaps): two index lookups, where an OFFSET walked the
+                # whole table every minute
                 deleted += await self.backend.execute(
-                    f"DELETE FROM {t} WHERE id <= (SELECT id FROM {t} ORDER BY id DESC "
-                    "LIMIT 1 OFFSET ?)", [self.settings.max_rows])
+                    f"DELETE FROM {t} WHERE id <= (SELECT max(id) FROM {t}) - ?",
+                    [self.settings.max_rows])
         except Exception as exc:   # noqa: BLE001
             self._failed(exc)
         return deleted
