@@ -119,6 +119,7 @@ def flush() -> None:
     del _pending[:]
     counts: dict[tuple[Any, ...], float] = {}
     seconds: dict[tuple[Any, ...], list[float]] = {}
+    key: tuple[Any, ...]
     for rec in records:
         protocol = rec.protocol
         model = rec.model_label or "other"

@@ -19,6 +19,7 @@ from yarl import URL
 
 from .canonical import HEARTBEAT, MessageStart, StreamEvent
 from .config import ServerConfig, Timeouts
+from .deadlines import Deadlines
 from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from .imagefetch import ImageFetcher
 from .provider import Provider, UpstreamRequest
@@ -51,6 +52,7 @@ class UpstreamClient:
         self.server = server
         self.session: aiohttp.ClientSession | None = None
         self.images = ImageFetcher()   # only for providers with `fetch_images`
+        self.deadlines: Deadlines   # set by start(), on the loop it serves
         # parsed once: aiohttp would parse a URL string and build its timeout on every request
         self._urls: dict[str, URL] = {}
         self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
@@ -71,6 +73,7 @@ class UpstreamClient:
         return made
 
     async def start(self) -> None:
+        self.deadlines = Deadlines(asyncio.get_running_loop())
         connector = aiohttp.TCPConnector(limit=self.server.pool_limit,
                                          limit_per_host=self.server.pool_limit_per_host,
                                          ttl_dns_cache=300, enable_cleanup_closed=True)
@@ -96,7 +99,7 @@ class UpstreamClient:
         t0 = time.perf_counter()
         client_timeout = self._client_timeout(timeouts)
         try:
-            async with asyncio.timeout(timeouts.first_byte) as deadline:   # includes connecting
+            async with self.deadlines.after(timeouts.first_byte) as deadline:   # includes connecting
                 resp = await self.session.request(ureq.method, self._url(ureq.url), data=ureq.body,
                                                   headers=ureq.headers, timeout=client_timeout,
                                                   proxy=provider.proxy.url)
@@ -154,7 +157,7 @@ class UpstreamClient:
             if resp.content.is_eof():   # already here: no timer to arm
                 raw = head + await resp.read()
             else:
-                async with asyncio.timeout(timeouts.idle):
+                async with self.deadlines.after(timeouts.idle):
                     raw = head + await resp.read()
         except TimeoutError:
             raise UpstreamTimeout(f"upstream {provider.name} stalled while sending its answer",
@@ -193,7 +196,7 @@ class UpstreamClient:
                     # Cancelling readany() loses nothing: data stays in the buffer.
                     t0 = time.perf_counter()
                     try:
-                        async with asyncio.timeout(wait):
+                        async with self.deadlines.after(wait):
                             chunk = await content.readany()
                     finally:
                         waited.seconds += time.perf_counter() - t0
