@@ -143,15 +143,22 @@ class _Tap:
         self._rec = rec
 
     def render(self, ev: Any) -> bytes:
+        return self.render_batch((ev,))
+
+    def render_batch(self, batch: Any) -> bytes:
+        """The bytes of a batch of events, noted: a loop over the batch rather than a wrapper
+        around every event's render (streams are made of many small events)."""
         rec = self._rec
         if rec.ttft_ms is None:
             rec.ttft_ms = (time.perf_counter() - rec.started) * 1000
-        kind = type(ev)
-        if kind is MessageDelta or kind is MessageStart:
-            _set_usage(rec, ev.usage)
-        elif kind is ErrorEvent:
-            note_error(rec, ev.error)
-        out: bytes = self._renderer.render(ev)
+        render = self._renderer.render
+        out = b"".join([render(ev) for ev in batch])
+        for ev in batch:
+            kind = type(ev)
+            if kind is MessageDelta or kind is MessageStart:
+                _set_usage(rec, ev.usage)
+            elif kind is ErrorEvent:
+                note_error(rec, ev.error)
         return out
 
     def error(self, err: Exception) -> bytes:

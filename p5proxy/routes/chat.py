@@ -134,11 +134,14 @@ async def _write_stream(resp: web.StreamResponse, renderer: Any, first: list[Any
                         stopping: Callable[[], bool]) -> None:
     """Render and write batch after batch; any failure now ends the stream with the
     protocol's error event, never a traceback or a fake normal ending."""
-    render = renderer.render
+    render_batch = getattr(renderer, "render_batch", None)
+    if render_batch is None:   # not tapped (no request record)
+        render = renderer.render
+        render_batch = lambda batch: b"".join([render(ev) for ev in batch])   # noqa: E731
     try:
-        await resp.write(b"".join([render(ev) for ev in first]))
+        await resp.write(render_batch(first))
         async for batch in stream:
-            await resp.write(b"".join([render(ev) for ev in batch]))
+            await resp.write(render_batch(batch))
     except P5ProxyError as err:
         log.warning("stream from %s failed after the first byte: %s", provider, err)
         await resp.write(renderer.error(err))
