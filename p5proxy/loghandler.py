@@ -29,6 +29,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._pending: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None   # where the flush is due
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -60,8 +61,9 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._pending.append(line)
             self._drain()
             return
-        if not self._pending:
+        if not self._pending or self._timer_loop is not loop:   # (a loop that ended with lines)
             loop.call_later(WRITE_EVERY, self.flush)
+            self._timer_loop = loop
         self._pending.append(line)
         if len(self._pending) >= WRITE_LINES:
             self._drain()   # the timer finds nothing left, or the next lines

@@ -94,24 +94,28 @@ def _child(metric: Any, *values: str) -> Any:
 FLUSH_SECS = 1.0
 _pending: list[RequestRecord] = []
 _flush_timer: asyncio.TimerHandle | None = None
+_flush_loop: asyncio.AbstractEventLoop | None = None
 
 
 def observe(rec: RequestRecord) -> None:
     """Count one finished API request (at the next flush, within FLUSH_SECS)."""
-    global _flush_timer
+    global _flush_timer, _flush_loop
     _pending.append(rec)
-    if _flush_timer is None:
+    if _flush_timer is None or _flush_loop is None or _flush_loop.is_closed():
         try:
-            _flush_timer = asyncio.get_running_loop().call_later(FLUSH_SECS, flush)
+            _flush_loop = asyncio.get_running_loop()
         except RuntimeError:   # no event loop (a script, a test): count now
             flush()
+            return
+        _flush_timer = _flush_loop.call_later(FLUSH_SECS, flush)
 
 
 def flush() -> None:
     """Count every request observed since the last flush."""
     global _flush_timer
     if _flush_timer is not None:
-        _flush_timer.cancel()
+        if _flush_loop is not None and not _flush_loop.is_closed():
+            _flush_timer.cancel()
         _flush_timer = None
     if not _pending:
         return

@@ -88,3 +88,20 @@ def test_lines_of_one_loop_are_written_together_and_in_order() -> None:
     assert messages == ["line 0", "line 1", "line 2", "line 3", "line 4", "later",
                         *[f"bulk {i}" for i in range(600)], "no loop"]
     assert lines[-1] == "[6, 256, 256, 88, 1]"
+
+
+def test_lines_left_by_an_ended_loop_go_out_with_the_next_loops_lines() -> None:
+    lines = run("""
+        configure("INFO")
+        async def first():
+            logging.getLogger("p5proxy.x").info("from the first loop")
+        async def second():
+            logging.getLogger("p5proxy.x").info("from the second loop")
+            await asyncio.sleep(0.3)
+            print("checkpoint", file=logging.getLogger().handlers[0].stream, flush=True)
+        asyncio.run(first())
+        asyncio.run(second())
+        os._exit(0)   # no exit-time flush: only what the second loop wrote counts
+        """)
+    assert [line.split(": ", 1)[-1] for line in lines] == [
+        "from the first loop", "from the second loop", "checkpoint"]

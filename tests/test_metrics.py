@@ -213,3 +213,26 @@ def test_batched_histogram_counts_match_one_observe_per_value() -> None:
     assert out[0].keys() == out[1].keys()
     for key, value in out[0].items():
         assert out[1][key] == pytest.approx(value), key
+
+
+def test_counts_are_flushed_on_a_new_event_loop_after_the_first_one_ended() -> None:
+    """The flush timer belongs to a loop: when that loop ends first, the next observation on
+    another loop schedules its own (tests, and `serve` restarting its loop, do this)."""
+    import time
+
+    from p5proxy.record import RequestRecord
+
+    labels = {"protocol": "loopcheck", "model": "m-loop", "provider": "p-loop", "status": "2xx"}
+    rec = RequestRecord(time.time(), "req_t", "loopcheck", "POST", "/v1/x", model_label="m-loop",
+                        provider="p-loop", status=200)
+
+    async def first() -> None:
+        metrics.observe(rec)   # its flush timer dies with this loop
+
+    async def second() -> None:
+        metrics.observe(rec)
+        await asyncio.sleep(metrics.FLUSH_SECS + 0.3)
+        assert metrics.REGISTRY.get_sample_value("p5proxy_requests_total", labels) == 2
+
+    asyncio.run(first())
+    asyncio.run(second())
