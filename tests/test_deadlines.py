@@ -18,7 +18,7 @@ async def test_a_passed_deadline_raises_timeout_error_near_its_time() -> None:
             await asyncio.sleep(5)
     took = time.monotonic() - t0
     assert scope.expired()
-    assert 0.2 <= took < 0.2 + TICK + 0.15
+    assert 0.2 <= took < 0.2 + TICK + 1.0   # (generous: a busy CI machine)
     assert len(d) == 0 and asyncio.current_task().cancelling() == 0   # type: ignore[union-attr]
 
 
@@ -97,5 +97,5 @@ async def test_an_earlier_deadline_rearms_the_timer() -> None:
     with pytest.raises(TimeoutError):
         async with d.after(0.1):
             await asyncio.sleep(5)
-    assert time.monotonic() - t0 < 0.1 + TICK + 0.2
+    assert time.monotonic() - t0 < 0.1 + TICK + 1.0   # not the 30 s one
     await task   # its own deadline is far away: it finishes normally
