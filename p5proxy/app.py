@@ -12,7 +12,7 @@ from typing import Any
 import pluggy
 from aiohttp import web
 
-from . import metrics, record
+from . import metrics
 from .access import Access
 from .admin import add_admin_routes
 from .appkeys import ACCESS, STATE
@@ -91,7 +91,6 @@ def create_app(config: Config, *, pm: pluggy.PluginManager | None = None) -> web
     app[ACCESS] = Access(state)
     if config.logs.enabled:
         state.request_log = open_request_log(config.logs)
-    app.on_response_prepare.append(record.add_request_id_header)
     app.router.add_routes(metrics_routes.routes)
     app.router.add_routes(anthropic.routes)
     app.router.add_routes(openai.routes)

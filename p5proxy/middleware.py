@@ -16,6 +16,7 @@ from .appkeys import ACCESS, CLIENT, CLIENT_IP, RECORD, REQUEST_ID, STATE
 from .errors import P5ProxyError, UnknownModel, kind_for_status
 from .forwarded import client_ip
 from .inputs import read_body
+from .record import REQUEST_ID_HEADER
 from .surfaces import ANTHROPIC, OPENAI, Surface
 
 __all__ = ["gateway_middleware", "surface_for", "client_key"]
@@ -129,7 +130,8 @@ async def _handle(request: web.Request, handler: Handler, rid: str) -> web.Strea
         bug = P5ProxyError("internal error in the gateway")
         resp = _error_response(request, bug, rid)
         _note_error(request, bug)
-    if not resp.prepared:
+    if not resp.prepared:   # (a stream was prepared with them: routes/chat.py)
+        resp.headers.setdefault(REQUEST_ID_HEADER, rid)
         resp.headers.setdefault(surface_for(request).request_id_header, rid)
         if resp.status == 408:   # a client too slow to send its body: answer, then hang up
             await resp.prepare(request)   # (aiohttp would otherwise linger 10 s reading it)

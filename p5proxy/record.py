@@ -33,7 +33,7 @@ from .errors import P5ProxyError
 from .ids import request_id as new_request_id
 
 __all__ = ["RequestRecord", "begin", "finish", "note_request", "note_route", "note_usage", "tap",
-           "incoming_request_id", "add_request_id_header", "REQUEST_ID_HEADER"]
+           "incoming_request_id", "REQUEST_ID_HEADER"]
 
 log = logging.getLogger("p5proxy.record")
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -222,10 +222,3 @@ def _complete(request: web.Request, rec: RequestRecord, resp: web.StreamResponse
     elif exc is not None:
         note_error(rec, exc)
         rec.status = rec.status or 500
-
-
-async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every response carries X-Request-Id (streams included)."""
-    rec = request.get(RECORD)
-    if rec is not None:
-        response.headers.setdefault(REQUEST_ID_HEADER, rec.request_id)

@@ -145,3 +145,27 @@ def test_generated_request_ids_sort_by_time_and_stay_unique() -> None:
     assert len(set(early)) == len(early)
     assert all(len(rid) == 28 and rid.startswith("req_01") and rid.isascii() for rid in early)
     assert all(rid[:13] <= late[:13] for rid in early) and early[0] < late
+
+
+async def test_every_response_carries_its_request_id(make_gateway: Any) -> None:
+    """X-Request-Id and the protocol's own header, on answers, streams, errors and /health."""
+    gw = await make_gateway()
+    gw.anthropic.replies.append(Reply(text="one"))
+    gw.anthropic.replies.append(Reply(text="two"))
+    gw.openai.replies.append(Reply(text="three"))
+    async with httpx.AsyncClient(timeout=20) as client:
+        answers = [
+            await client.post(f"{gw.url}/v1/messages", json={
+                "model": "claude-native", "max_tokens": 20, "messages": HI}),
+            await client.post(f"{gw.url}/v1/messages", json={
+                "model": "claude-native", "max_tokens": 20, "messages": HI, "stream": True}),
+            await client.post(f"{gw.url}/v1/chat/completions", json={
+                "model": "gpt-4o", "messages": HI, "stream": True}),
+            await client.post(f"{gw.url}/v1/messages", json={
+                "model": "claude-native", "messages": HI}),   # 400: max_tokens missing
+            await client.get(f"{gw.url}/health")]
+    assert [r.status_code for r in answers] == [200, 200, 200, 400, 200]
+    ids = [r.headers.get("x-request-id") for r in answers]
+    assert all(rid and rid.startswith("req_01") for rid in ids) and len(set(ids)) == 5, ids
+    for resp in answers[:2] + answers[3:4]:   # Anthropic clients also get `request-id`
+        assert resp.headers["request-id"] == resp.headers["x-request-id"]

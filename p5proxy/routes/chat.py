@@ -25,7 +25,7 @@ from ..canonical import ChatRequest
 from ..errors import P5ProxyError
 from ..inputs import read_json
 from ..provider import Route
-from ..record import note_cache, note_request, note_route, note_usage, tap
+from ..record import REQUEST_ID_HEADER, note_cache, note_request, note_route, note_usage, tap
 from ..surfaces import Surface
 from ..tokens import estimate_from_body_size, estimate_input_tokens
 from ..upstream import Waited
@@ -99,7 +99,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                                     input_estimate=estimate, passthrough=passthrough)
         renderer = tap(request, renderer)   # notes time to first byte, usage, error events
         resp = web.StreamResponse(headers={**SSE_HEADERS, **cache_headers})
-        resp.headers[surface.request_id_header] = request[REQUEST_ID]
+        resp.headers[REQUEST_ID_HEADER] = resp.headers[surface.request_id_header] = request[REQUEST_ID]
         resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited)   # up to the first byte
         if waited.fallback:
             resp.headers[FALLBACK_HEADER] = waited.fallback
