@@ -26,23 +26,10 @@ sys.path.insert(0, str(HERE))
 
 from benchlib import (AN_HEADERS, OA_HEADERS, Procs, free_port, proc_cpu_s,  # noqa: E402
                       wait_ready)
-from run import LOAD_CPU, PROXY_CPU, run_wrk, write_bodies  # noqa: E402
+from run import LOAD_CPU, PROXY_CPU, gateway_config, run_wrk, write_bodies  # noqa: E402
 
 BODIES = {"oa_ns": "/v1/chat/completions", "oa_stream": "/v1/chat/completions",
           "an_ns": "/v1/messages", "an_stream": "/v1/messages", "cc": "/v1/messages"}
-
-
-def gateway_config(port: int, mock: int, db: Path, extra: str) -> str:
-    return f"""server: {{host: 127.0.0.1, port: {port}}}
-cache: {{enabled: false}}
-logs: {{database_url: "sqlite:///{db}"}}
-providers:
-  mock: {{type: openai, base_url: "http://127.0.0.1:{mock}/v1", api_key: x}}
-models:
-  gpt-bench: {{provider: mock, model: gpt-bench}}
-  claude-bench: {{provider: mock, model: gpt-bench}}
-{extra}
-"""
 
 
 def serve_cmd(tree: Path, config: Path) -> list[str]:
@@ -78,7 +65,7 @@ def main() -> int:
         for name, tree, extra in (("A", a.tree_a, a.yaml_a), ("B", a.tree_b, a.yaml_b)):
             ports[name] = free_port()
             config = out / f"{name}.yaml"
-            config.write_text(gateway_config(ports[name], mock, out / f"{name}.db", extra))
+            config.write_text(gateway_config(ports[name], mock, mock, out / f"{name}.db", extra))
             procs.start(name, serve_cmd(tree.resolve(), config), cpu=PROXY_CPU)
             if not wait_ready(f"http://127.0.0.1:{ports[name]}/health", procs.procs[name], timeout=30):
                 raise SystemExit(f"gateway {name} did not start; see {out}/logs/{name}.log")
