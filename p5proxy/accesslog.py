@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -108,7 +109,12 @@ def access_text(rec: RequestRecord) -> str:
     if line.count(" ") == len(pairs) - 1 and line.count("=") == len(pairs) and '"' not in line \
             and "\n" not in line and "\t" not in line and "" not in values:
         return line
-    return " ".join([f"{k}={_text_value(v)}" for k, v in zip(_FIELDS, values) if v is not None])
+    return _quoted((k, v) for k, v in zip(_FIELDS, values) if v is not None)
+
+
+def _quoted(pairs: Iterable[tuple[str, Any]]) -> str:
+    """`key=value ...` with each value quoted where it needs it (see _text_value)."""
+    return " ".join([f"{k}={_text_value(v)}" for k, v in pairs])
 
 
 def log_request(rec: RequestRecord, settings: LoggingConfig,
@@ -120,7 +126,7 @@ def log_request(rec: RequestRecord, settings: LoggingConfig,
         if settings.format == "json":
             access_log.info(orjson.dumps(fields).decode(), extra={"p5proxy_fields": fields})
             return
-        message = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+        message = _quoted(fields.items())
     else:
         message = access_text(rec)
     handler = direct(access_log)
