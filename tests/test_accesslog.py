@@ -98,6 +98,20 @@ async def test_bodies_are_logged_only_when_enabled_redacted_and_capped(make_gate
     assert "Hello from fake-openai" in fields["response_body"]
 
 
+async def test_text_line_with_bodies_quotes_them(make_gateway: Any, caplog: Any) -> None:
+    caplog.set_level(logging.INFO, logger="p5proxy.access")
+    gw = await make_gateway(logging={"bodies": True, "body_max_bytes": 200})
+    async with httpx.AsyncClient(timeout=20) as client:
+        resp = await client.post(f"{gw.url}/v1/chat/completions",
+                                 json={"model": "gpt-4o", "messages": HI})
+        assert resp.status_code == 200
+    (line,) = access_lines(caplog)
+    assert "stream=false" in line and "status=200" in line
+    # a body has spaces, quotes and `=`: JSON-quoted, so the line still splits into pairs
+    assert 'request_body="{\\"model\\":' in line, line
+    assert 'response_body="' in line and "Hello from fake-openai" in line
+
+
 @pytest.mark.parametrize("incoming,kept", [
     ("abc-123_X.y:z", True), ("", False), ("has space", False), ("x" * 129, False),
     ("tab\there", False), ("ünïcode", False)])
