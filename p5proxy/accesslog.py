@@ -117,6 +117,12 @@ def _quoted(pairs: Iterable[tuple[str, Any]]) -> str:
     return " ".join([f"{k}={_text_value(v)}" for k, v in pairs])
 
 
+def _direct_line(rec: RequestRecord, formatter: TextFormatter) -> str:
+    """The line logging would write, stamped with the time the request ended."""
+    ended = rec.ts + (rec.latency_ms or 0.0) / 1000
+    return f"{formatter.stamp(ended)} INFO p5proxy.access: {access_text(rec)}"
+
+
 def log_request(rec: RequestRecord, settings: LoggingConfig,
                 resp: web.StreamResponse | None) -> None:
     if not settings.access or not access_log.isEnabledFor(logging.INFO):
@@ -128,13 +134,11 @@ def log_request(rec: RequestRecord, settings: LoggingConfig,
             return
         message = _quoted(fields.items())
     else:
+        handler = direct(access_log)
+        if handler is not None:   # the same line, without a LogRecord, formatted in a batch
+            handler.write_later(_direct_line, rec)
+            return
         message = access_text(rec)
-    handler = direct(access_log)
-    if handler is not None:   # the same line, without a LogRecord
-        formatter = handler.formatter
-        assert isinstance(formatter, TextFormatter)
-        handler.write_line(f"{formatter.stamp(time.time())} INFO p5proxy.access: {message}")
-        return
     access_log.info(message)
 
 

@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .appkeys import STATE
+from .appkeys import BODY, STATE
 from .errors import InvalidRequest, PayloadTooLarge, RequestError
 
-__all__ = ["RequestTimeout", "read_body", "read_json", "too_deep"]
+__all__ = ["RequestTimeout", "read_body", "read_json", "parse_json", "too_deep"]
 
 
 class RequestTimeout(RequestError):
@@ -81,10 +81,16 @@ def too_deep(value: Any, limit: int, raw: bytes | None = None) -> bool:
 
 async def read_json(request: web.Request) -> Any:
     """The body as JSON; 400 naming `body` for an empty, invalid or too deeply nested one."""
-    raw = await read_body(request)
+    raw = request.get(BODY)   # read by the middleware
+    if raw is None:
+        raw = await read_body(request)
+    return parse_json(raw, request.app[STATE].config.server.max_json_depth)
+
+
+def parse_json(raw: bytes, depth: int) -> Any:
+    """`raw` as JSON; 400 naming `body` for an empty, invalid or too deeply nested one."""
     if not raw:
         raise InvalidRequest("body: the request body is empty; send a JSON object", param="body")
-    depth = request.app[STATE].config.server.max_json_depth
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

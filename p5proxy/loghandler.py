@@ -14,7 +14,8 @@ import logging
 import sys
 import threading
 import time
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 __all__ = ["BatchedStreamHandler", "TextFormatter", "configure", "direct"]
 
@@ -22,11 +23,14 @@ __all__ = ["BatchedStreamHandler", "TextFormatter", "configure", "direct"]
 WRITE_EVERY = 0.05   # seconds a line may wait
 WRITE_LINES = 256    # lines that may wait
 
+# A line written later: formatted by `make(item, formatter)` when the batch is written.
+Later = tuple[Callable[[Any, "TextFormatter"], str], Any]
+
 
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream if stream is not None else sys.stderr)
-        self._pending: list[str] = []
+        self._pending: list[str | Later] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
         self._timer_loop: asyncio.AbstractEventLoop | None = None   # where the flush is due
@@ -47,7 +51,17 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         finally:
             self.release()
 
-    def _add(self, line: str) -> None:
+    def write_later(self, make: Callable[[Any, TextFormatter], str], item: Any) -> None:
+        """A line the caller leaves to be formatted with the batch it is written in: the
+        access log's fast path. Formatting lines together, in one loop, costs a fraction of
+        formatting each at the end of its request, between the request's other steps."""
+        self.acquire()
+        try:
+            self._add((make, item))
+        finally:
+            self.release()
+
+    def _add(self, line: str | Later) -> None:
         loop = self._loop
         # the loop seen last, when it is still running in this thread (asyncio's own lookup
         # makes a getpid() system call on every line)
@@ -70,12 +84,25 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def _drain(self) -> None:
         if self._pending:
-            text, self._pending = "".join(self._pending), []
+            pending, self._pending = self._pending, []
             try:
+                text = "".join([line if isinstance(line, str) else self._late(line)
+                                for line in pending])
                 self.stream.write(text)
                 self.stream.flush()
             except Exception:   # stderr closed or full: nothing sensible left to do
                 pass
+
+    def _late(self, later: Later) -> str:
+        make, item = later
+        formatter = self.formatter
+        if not isinstance(formatter, TextFormatter):   # changed since: lines wait a few ms
+            formatter = TextFormatter()
+        try:
+            return make(item, formatter) + self.terminator
+        except Exception:   # noqa: BLE001 - one bad line must not cost the batch
+            logging.getLogger(__name__).exception("formatting a log line failed")
+            return ""
 
     def flush(self) -> None:
         self.acquire()

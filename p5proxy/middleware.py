@@ -12,7 +12,7 @@ from aiohttp import web
 from . import metrics, record
 from .access import RateLimited, presented_key, settle
 from .admin import is_admin_path
-from .appkeys import ACCESS, CLIENT, CLIENT_IP, RECORD, REQUEST_ID, STATE
+from .appkeys import ACCESS, BODY, CLIENT, CLIENT_IP, REQUEST_ID, STATE
 from .errors import P5ProxyError, UnknownModel, kind_for_status
 from .forwarded import client_ip
 from .inputs import read_body
@@ -40,12 +40,6 @@ def surface_for(request: web.Request) -> Surface:
 client_key = presented_key   # the key a client sent (kept under its older name)
 
 
-def _note_error(request: web.Request, err: P5ProxyError) -> None:
-    rec = request.get(RECORD)
-    if rec is not None:
-        record.note_error(rec, err)
-
-
 def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Response:
     surface = surface_for(request)
     status = surface.error_status(err)
@@ -67,9 +61,9 @@ def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Re
 async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     rec = record.begin(request, surface_for(request).name)
     if not request.path.startswith("/v1/"):   # only API requests are counted, logged, stored
-        return await _handle(request, handler, rec.request_id)
+        return await _handle(request, handler, rec)
     try:
-        resp = await _handle(request, handler, rec.request_id)
+        resp = await _handle(request, handler, rec)
     except BaseException as exc:
         _redact_record(request, rec)
         record.finish(request, rec, None, exc)
@@ -85,24 +79,24 @@ def _redact_record(request: web.Request, rec: record.RequestRecord) -> None:
         rec.error_message = request.app[ACCESS].redact(rec.error_message, request)
 
 
-async def _handle(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
-    request[REQUEST_ID] = rid
+async def _handle(request: web.Request, handler: Handler,
+                  rec: record.RequestRecord) -> web.StreamResponse:
+    rid = request[REQUEST_ID] = rec.request_id
     config = request.app[STATE].config
     proxies = config.server.trusted_proxies
-    request[CLIENT_IP] = (client_ip(request.remote, request.headers.get("X-Forwarded-For"),
-                                    proxies) if proxies else request.remote)
-    rec = request.get(RECORD)
-    if rec is not None:   # recorded and logged as the client, not as the proxy in front
-        rec.client_ip = request[CLIENT_IP]
+    # recorded and logged as the client, not as the proxy in front
+    rec.client_ip = request[CLIENT_IP] = (
+        client_ip(request.remote, request.headers.get("X-Forwarded-For"), proxies)
+        if proxies else request.remote)
     try:
         path = request.path
         own_key = path in _OPEN_PATHS or (path == "/metrics" and bool(metrics.keys(config))) \
             or is_admin_path(path)   # open, or checking their own key
         request[CLIENT] = None if own_key else request.app[ACCESS].authenticate(request)
-        if request.body_exists:   # size limit and read deadline; aiohttp keeps the bytes
-            body = await read_body(request)
+        if request.body_exists:   # size limit and read deadline
+            body = request[BODY] = await read_body(request)
             if config.logging.bodies:
-                request[RECORD].request_body = body
+                rec.request_body = body
         try:
             resp = await handler(request)
         finally:
@@ -113,7 +107,7 @@ async def _handle(request: web.Request, handler: Handler, rid: str) -> web.Strea
             log.warning("%s %s from %s -> %s: %s", request.method, request.path,
                         request[CLIENT_IP], err.status, err.message)
         resp = _error_response(request, err, rid)
-        _note_error(request, err)
+        record.note_error(rec, err)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -122,14 +116,14 @@ async def _handle(request: web.Request, handler: Handler, rid: str) -> web.Strea
         http_err = err_cls(message or exc.reason, status=exc.status,
                            kind=kind_for_status(exc.status))
         resp = _error_response(request, http_err, rid)
-        _note_error(request, http_err)
+        record.note_error(rec, http_err)
     except ConnectionError:
         raise   # the client is gone: nobody to answer
     except Exception:   # a bug: still answer in the caller's protocol, and say where in the log
         log.exception("internal error in %s %s", request.method, request.path)
         bug = P5ProxyError("internal error in the gateway")
         resp = _error_response(request, bug, rid)
-        _note_error(request, bug)
+        record.note_error(rec, bug)
     if not resp.prepared:   # (a stream was prepared with them: routes/chat.py)
         resp.headers.setdefault(REQUEST_ID_HEADER, rid)
         resp.headers.setdefault(surface_for(request).request_id_header, rid)

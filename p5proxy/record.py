@@ -2,14 +2,14 @@
 goes (chat code, cache, retries), then counted in the metrics, written as one access-log line
 and queued for the request log store when the request ends (`finish`).
 
-Other code fills fields directly or through the helpers (all cheap, all tolerate a request
-without a record):
+Other code fills fields directly or through the helpers, which take the record the request
+has (`rec = request.get(RECORD)`, looked up once) and tolerate None (no record):
 
-    note_request(request, req)    model asked for, stream flag
-    note_route(request, route)    provider, upstream model, metrics label; returns the route
-    note_usage(request, usage)    tokens from the final usage
-    tap(request, renderer)        streams: time to first byte, usage and error events as written
-    rec = request.get(RECORD); if rec: rec.cache_status = "hit"; rec.retries += 1 ...
+    note_request(rec, req)    model asked for, stream flag
+    note_route(rec, route)    provider, upstream model, metrics label; returns the route
+    note_usage(rec, usage)    tokens from the final usage
+    note_cache(rec, ...)      the response cache's verdict
+    tap(rec, renderer)        streams: time to first byte, usage and error events as written
 
 Token convention: `input_tokens` counts every prompt token (cache reads included, as OpenAI's
 prompt_tokens); `cached_tokens` is the part read from the upstream's prompt cache.
@@ -32,7 +32,8 @@ from .canonical import ErrorEvent, MessageDelta, MessageStart, Usage
 from .errors import P5ProxyError
 from .ids import request_id as new_request_id
 
-__all__ = ["RequestRecord", "begin", "finish", "note_request", "note_route", "note_usage", "tap",
+__all__ = ["RequestRecord", "begin", "finish", "note_request", "note_route", "note_usage",
+           "note_cache", "tap",
            "incoming_request_id", "REQUEST_ID_HEADER"]
 
 log = logging.getLogger("p5proxy.record")
@@ -90,22 +91,19 @@ def begin(request: web.Request, protocol: str) -> RequestRecord:
     return rec
 
 
-def note_request(request: web.Request, req: Any) -> None:
-    rec = request.get(RECORD)
+def note_request(rec: RequestRecord | None, req: Any) -> None:
     if rec is not None:
         rec.model = req.model
         rec.stream = bool(req.stream)
 
 
-def note_cache(request: web.Request, status: str, source: str) -> None:
+def note_cache(rec: RequestRecord | None, status: str, source: str) -> None:
     """The response cache's verdict (X-Proxy-Cache / X-Proxy-Cache-Source), lower-cased."""
-    rec = request.get(RECORD)
     if rec is not None:
         rec.cache_status, rec.cache_source = status.lower(), source
 
 
-def note_route(request: web.Request, route: Any) -> Any:
-    rec = request.get(RECORD)
+def note_route(rec: RequestRecord | None, route: Any) -> Any:
     if rec is not None:
         rec.provider = route.provider.name
         rec.upstream_model = route.upstream_model
@@ -120,8 +118,7 @@ def _set_usage(rec: RequestRecord, usage: Usage | None) -> None:
         rec.cached_tokens = usage.cache_read_tokens
 
 
-def note_usage(request: web.Request, usage: Usage | None) -> None:
-    rec = request.get(RECORD)
+def note_usage(rec: RequestRecord | None, usage: Usage | None) -> None:
     if rec is not None:
         _set_usage(rec, usage)
 
@@ -170,9 +167,8 @@ class _Tap:
         return getattr(self._renderer, name)
 
 
-def tap(request: web.Request, renderer: Any) -> Any:
+def tap(rec: RequestRecord | None, renderer: Any) -> Any:
     """Wrap a stream renderer just before the stream starts (counts it as open)."""
-    rec = request.get(RECORD)
     if rec is None:
         return renderer
     rec.stream = rec.stream_open = True

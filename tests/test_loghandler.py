@@ -105,3 +105,32 @@ def test_lines_left_by_an_ended_loop_go_out_with_the_next_loops_lines() -> None:
         """)
     assert [line.split(": ", 1)[-1] for line in lines] == [
         "from the first loop", "from the second loop", "checkpoint"]
+
+
+def test_lines_left_to_format_are_formatted_when_written_in_order() -> None:
+    lines = run("""
+        configure("INFO")
+        handler = logging.getLogger().handlers[0]
+        made = []
+        def make(item, formatter):
+            made.append(item)
+            if item == "bad":
+                raise ValueError("a formatting bug")
+            return formatter.stamp(1700000000.25) + f" INFO p5proxy.access: n={item}"
+        async def main():
+            logging.getLogger("p5proxy.x").info("before")
+            handler.write_later(make, 1)
+            handler.write_later(make, "bad")
+            handler.write_later(make, 2)
+            logging.getLogger("p5proxy.x").info("after")
+            assert made == [], "formatted before the batch was written"
+            await asyncio.sleep(0.3)
+            assert made == [1, "bad", 2], made
+        asyncio.run(main())
+        """)
+    messages = [line.split(": ", 1)[1] for line in lines if LINE.match(line)]
+    # the failing line is reported (with its traceback) and left out; the rest keep their order
+    assert [m for m in messages if not m.startswith("formatting")] == [
+        "before", "n=1", "n=2", "after"], lines
+    assert any("formatting a log line failed" in line for line in lines)
+    assert [line for line in lines if "n=1" in line][0].split(" ")[1].endswith(",250")

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -19,15 +19,13 @@ from aiohttp import web
 
 from ..access import admit
 from ..aggregate import Aggregator
-from ..appkeys import RECORD, REQUEST_ID, STATE
+from ..appkeys import BODY, RECORD, REQUEST_ID, STATE
 from ..attempts import start_upstream
-from ..canonical import ChatRequest
 from ..errors import P5ProxyError
-from ..inputs import read_json
-from ..provider import Route
+from ..inputs import parse_json, read_body, read_json
 from ..record import REQUEST_ID_HEADER, note_cache, note_request, note_route, note_usage, tap
 from ..surfaces import Surface
-from ..tokens import estimate_from_body_size, estimate_input_tokens
+from ..tokens import estimate_from_body_size
 from ..upstream import Waited
 from .shared_answer import CACHE_HEADER, CACHE_SOURCE_HEADER, open_answer
 
@@ -51,29 +49,30 @@ def _overhead_ms(started: float, waited: Waited) -> str:
 async def handle_chat(request: web.Request, surface: Surface) -> web.StreamResponse:
     started = time.perf_counter()
     state = request.app[STATE]
-    req = surface.decode(await read_json(request), request.headers)
-    note_request(request, req)   # the request log record (record.py)
+    rec = request.get(RECORD)   # the request log record (record.py), looked up once
+    raw = request.get(BODY)   # read by the middleware
+    if raw is None:
+        raw = await read_body(request)
+    req = surface.decode(parse_json(raw, state.config.server.max_json_depth), request.headers)
+    note_request(rec, req)
     await admit(request, req)   # the client key's model permission and limits (access.py)
     waited = Waited()
-    route = note_route(request, state.router.resolve(req.model))
+    route = note_route(rec, state.router.resolve(req.model))
     try:
-        answer = await open_answer(state, request, req, route, waited, _start)
+        answer = await open_answer(state, request, req, route, waited, start_upstream)
     finally:
-        _note_attempts(request, waited)
-    batches, first, route = answer.rest, answer.first, answer.route
+        if rec is not None:
+            rec.retries, rec.fallback = waited.retries, waited.fallback is not None
+    stream, first, route = answer.rest, answer.first, answer.route
     if waited.fallback:
-        note_route(request, route)   # the provider that answered
+        note_route(rec, route)   # the provider that answered
     cache_headers = {CACHE_HEADER: answer.status, CACHE_SOURCE_HEADER: answer.source}
-    note_cache(request, answer.status, answer.source)
+    note_cache(rec, answer.status, answer.source)
     passthrough = route.provider.protocol == req.ingress and not req.rewritten
     # input tokens for when the upstream reports none: message_start needs them before any
     # upstream does, and some OpenAI-compatible servers never send usage in a stream
-    size = request.content_length
-    if size:
-        estimate = estimate_from_body_size(req, size)
-    else:
-        estimate = 0 if passthrough else estimate_input_tokens(req)
-    async with contextlib.aclosing(batches) as stream:
+    estimate = estimate_from_body_size(req, len(raw))
+    try:
         if not req.stream:
             agg = Aggregator()
             for ev in first:
@@ -82,7 +81,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                 for ev in batch:
                     agg.feed(ev)
             final = agg.result()
-            note_usage(request, final.usage)
+            note_usage(rec, final.usage)
             if passthrough and final.body is not None and not route.filters:
                 # same protocol, untouched: the upstream's answer as it is, every field kept
                 body = {**final.body, "model": req.model}
@@ -97,7 +96,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
             return whole
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
-        renderer = tap(request, renderer)   # notes time to first byte, usage, error events
+        renderer = tap(rec, renderer)   # notes time to first byte, usage, error events
         resp = web.StreamResponse(headers={**SSE_HEADERS, **cache_headers})
         resp.headers[REQUEST_ID_HEADER] = resp.headers[surface.request_id_header] = request[REQUEST_ID]
         resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited)   # up to the first byte
@@ -113,20 +112,8 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
         finally:
             state.streams.discard(task)
         return resp
-
-
-def _note_attempts(request: web.Request, waited: Waited) -> None:
-    rec = request.get(RECORD)
-    if rec is not None:
-        rec.retries, rec.fallback = waited.retries, waited.fallback is not None
-
-
-async def _start(state: Any, req: ChatRequest, route: Route, waited: Waited
-                 ) -> tuple[AsyncGenerator[list[Any], None], list[Any], Route]:
-    """Send the request upstream and wait for its first batch of events: keys, retries and
-    fallbacks in p5proxy/attempts.py. What fails up to here raises (a real HTTP error)."""
-    return await start_upstream(state, req, route, waited)
-
+    finally:
+        await stream.aclose()   # ends the upstream call however this ends
 
 
 async def _write_stream(resp: web.StreamResponse, renderer: Any, first: list[Any],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
 from ..surfaces import OPENAI
@@ -12,6 +14,5 @@ __all__ = ["routes"]
 routes = web.RouteTableDef()
 
 
-@routes.post("/v1/chat/completions")
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await handle_chat(request, OPENAI)
+# the chat handler itself, not a coroutine around it: one frame less on every resumption
+routes.post("/v1/chat/completions")(partial(handle_chat, surface=OPENAI))

@@ -1,7 +1,7 @@
 """Where a chat answer comes from: the cache, an identical request already under way (here or
 on another instance), or a new upstream call that others may join.
 
-`open_answer` returns the first batch and the rest, like routes/chat.py `_start`, plus the
+`open_answer` returns the first batch and the rest, like attempts.py `start_upstream`, plus the
 values of the X-Proxy-Cache and X-Proxy-Cache-Source headers.
 """
 
