@@ -4,6 +4,17 @@
 #   docker run -p 18185:18185 -v $PWD/p5proxy.yaml:/etc/p5proxy/config.yaml:ro \
 #       -e P5PROXY_CONFIG=/etc/p5proxy/config.yaml p5proxy
 # docker-compose.yml adds Redis for the response cache. Guide: docs/deploy.md.
+# Built in a first stage with a C compiler, so that the hot-path modules are compiled (setup.py);
+# the image itself carries no compiler.
+FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY setup.py setup.cfg pyproject.toml README.md ./
+COPY p5proxy ./p5proxy
+COPY plugins ./plugins
+RUN pip wheel --no-cache-dir --no-deps -w /wheels .
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,11 +22,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /src
-COPY setup.cfg pyproject.toml README.md ./
-COPY p5proxy ./p5proxy
-COPY plugins ./plugins
-RUN pip install . && rm -rf /src
+COPY --from=build /wheels /wheels
+RUN pip install /wheels/*.whl && rm -rf /wheels
 
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin p5proxy \
     && mkdir -p /etc/p5proxy /var/lib/p5proxy && chown p5proxy /var/lib/p5proxy

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import orjson
 from aiohttp import web
@@ -57,8 +58,7 @@ def _error_response(request: web.Request, err: P5ProxyError, rid: str) -> web.Re
     return resp
 
 
-@web.middleware
-async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse:
     rec = record.begin(request, surface_for(request).name)
     if not request.path.startswith("/v1/"):   # only API requests are counted, logged, stored
         return await _handle(request, handler, rec)
@@ -71,6 +71,10 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     _redact_record(request, rec)
     record.finish(request, rec, resp, None)
     return resp
+
+
+# aiohttp marks a middleware with an attribute, which a compiled function cannot carry (setup.py)
+gateway_middleware = web.middleware(partial(_gateway))
 
 
 def _redact_record(request: web.Request, rec: record.RequestRecord) -> None:

@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from .appkeys import CLIENT_IP, STATE
+from .compiled import compiled_modules, stale_modules
 from .reload import reload_app
 
 __all__ = ["serve", "DEFAULT_GRACE_SECS"]
@@ -95,10 +96,20 @@ def _serve_one(make_app: AppFactory, host: str, port: int, *, access_log: bool,
                         grace=grace))
 
 
+def _say_how_compiled() -> None:
+    compiled, stale = compiled_modules(), stale_modules()
+    if stale:
+        log.warning("compiled modules older than their source run instead of it: %s; build "
+                    "again (pip install -e .) or remove their .so files", ", ".join(stale))
+    log.info("%s", f"{len(compiled)} hot-path modules compiled" if compiled else
+             "pure Python (the compiled build was not made: see setup.py)")
+
+
 def serve(make_app: AppFactory, host: str, port: int, *, workers: int = 1,
           access_log: bool = False, grace: float = DEFAULT_GRACE_SECS) -> int:
     """Serve until SIGTERM/SIGINT. `make_app` runs in each worker (after the fork), so every
     worker has its own event loop, upstream session and plugin objects."""
+    _say_how_compiled()
     if workers <= 1:
         _serve_one(make_app, host, port, access_log=access_log, reuse_port=False, grace=grace)
         return 0

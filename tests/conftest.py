@@ -8,12 +8,21 @@ from typing import Any
 import pytest
 
 from p5proxy.app import create_app
+from p5proxy.compiled import stale_modules
 from p5proxy.config import config_from_dict
 from p5proxy.plugins import make_plugin_manager
 from tests.fakes.fixtures import fake_anthropic, fake_openai  # noqa: F401  (fixtures)
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.redis_server import redis_prefix, redis_server, redis_url  # noqa: F401
+
+
+def pytest_configure(config: Any) -> None:
+    stale = stale_modules()
+    if stale:   # the tests would run the compiled code, not the edited source
+        pytest.exit("compiled modules are older than their source: " + ", ".join(stale)
+                    + "; build again with `.venv/bin/pip install -e .` (or remove their .so "
+                    "files to test the pure-Python package)", returncode=4)
 
 
 @dataclass

@@ -18,23 +18,26 @@ import sys
 import sysconfig
 import time
 import zipfile
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
 import yaml
 
+from p5proxy.compiled import compiled_modules, stale_modules
 from p5proxy.config import DEFAULT_PORT
 from p5proxy.plugins import DEFAULT_PLUGINS
 from tests.processes import REPO, astop_pid, free_port, wait_http
 
-SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "start.sh", "p5proxy", "plugins")
+SOURCES = ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "start.sh", "p5proxy",
+           "plugins")
 CODE_DIRS = ("p5proxy", "plugins")
 
 
 def copy_checkout(dest: Path) -> Path:
     """The files a clean checkout has that an install needs (no .venv, caches, egg-info)."""
     dest.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.egg-info", "build", "dist")
     for name in SOURCES:
         src = REPO / name
         if src.is_dir():
@@ -47,9 +50,10 @@ def copy_checkout(dest: Path) -> Path:
 def offline_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("P5PROXY_", "PIP_", "VIRTUAL_ENV"))}
+    # pure Python: the compiled build (setup.py) takes minutes, and the whole suite runs on it
     env.update(PYTHONPATH=sysconfig.get_paths()["purelib"], PIP_NO_INDEX="1",
                PIP_NO_BUILD_ISOLATION="0", PIP_DISABLE_PIP_VERSION_CHECK="1",
-               PIP_FIND_LINKS="", PIP_EXTRA_INDEX_URL="", **extra)
+               PIP_FIND_LINKS="", PIP_EXTRA_INDEX_URL="", P5PROXY_PURE_PYTHON="1", **extra)
     return env
 
 
@@ -213,6 +217,7 @@ def test_env_example_is_sourceable_by_sh(tmp_path: Path) -> None:
 def test_dockerfile_and_compose_agree_with_the_code() -> None:
     docker = (REPO / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.1[1-9]-slim", docker, re.M)
+    assert "COPY setup.py " in docker   # the compiled build
     assert re.search(r"^USER (?!root)\S+", docker, re.M)
     assert f"EXPOSE {DEFAULT_PORT}" in docker
     image_env = {name for block in re.findall(r"^ENV ((?:.*\\\n)*.*)$", docker, re.M)
@@ -221,7 +226,7 @@ def test_dockerfile_and_compose_agree_with_the_code() -> None:
     assert {n for n in image_env if not n.startswith(("PYTHON", "PIP_"))} <= env_vars_read_by_code()
     health = re.search(r"^HEALTHCHECK .*?CMD (.*)$", docker, re.M | re.S)
     assert health and "/health" in health.group(1)
-    for copied in re.findall(r"^COPY (.+) \S+$", docker, re.M):
+    for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", docker, re.M):
         for name in copied.split():
             assert (REPO / name).exists(), name
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -232,3 +237,41 @@ def test_dockerfile_and_compose_agree_with_the_code() -> None:
     assert any(v.endswith(":" + env["P5PROXY_CONFIG"] + ":ro") for v in gateway["volumes"])
     assert any(p.endswith(f":{DEFAULT_PORT}") for p in gateway["ports"])
     assert redis["image"].startswith("redis:")
+
+
+def test_the_hot_path_runs_compiled_when_built_with_a_compiler() -> None:
+    """CI builds with a C compiler: a compiled build that silently fell back to pure Python
+    (setup.py warns and goes on) must not pass unnoticed there."""
+    compiled = set(compiled_modules())
+    if not compiled and not os.environ.get("P5PROXY_REQUIRE_COMPILED"):
+        pytest.skip("pure-Python install (P5PROXY_PURE_PYTHON, or no compiler at build time)")
+    listed = {path.removesuffix(".py").replace("/", ".") for path in setup_compiled_list()}
+    assert compiled == listed
+    assert not stale_modules()
+
+
+def setup_compiled_list() -> list[str]:
+    tree = ast.parse((REPO / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "COMPILED":
+            return [ast.literal_eval(e) for e in node.value.elts]   # type: ignore[attr-defined]
+    raise AssertionError("setup.py has no COMPILED list")
+
+
+def test_a_compiled_module_older_than_its_source_is_reported(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from p5proxy import compiled as module
+    pkg = tmp_path / "p5proxy"
+    (pkg / "sub").mkdir(parents=True)
+    suffix = EXTENSION_SUFFIXES[0]
+    for name, source_newer in (("fresh", False), ("sub/edited", True)):
+        source, built = pkg / f"{name}.py", pkg / f"{name}{suffix}"
+        source.write_text("")
+        built.write_bytes(b"")
+        older, newer = (built, source) if source_newer else (source, built)
+        os.utime(older, (1_000_000, 1_000_000))
+        os.utime(newer, (2_000_000, 2_000_000))
+    (pkg / "lonely.so").write_bytes(b"")   # no source: not ours to judge
+    monkeypatch.setattr(module, "_PACKAGE", pkg)
+    assert module.compiled_modules() == ["p5proxy.fresh", "p5proxy.sub.edited"]
+    assert module.stale_modules() == ["p5proxy.sub.edited"]

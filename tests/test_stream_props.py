@@ -114,12 +114,9 @@ def test_generated_ndjson_streams(events: list[tuple[str, dict[str, Any]]], newl
     assert run(NDJSONDecoder(), data.draw(rechunked(raw))) == [("", x) for x in lines]
 
 
-class _GeneralOnly(OpenAIStreamParser):
+def _general_only() -> OpenAIStreamParser:
     """The parser without its plain-text fast path: what every chunk would give otherwise."""
-    __slots__ = ()
-
-    def _plain_text(self, data: str) -> None:
-        return None
+    return OpenAIStreamParser("p", plain_text_fast_path=False)
 
 
 _DELTAS = st.one_of(
@@ -157,10 +154,10 @@ def _events(parser: OpenAIStreamParser, datas: list[str]) -> list[str]:
 def test_openai_plain_text_fast_path_gives_the_general_paths_events(
         chunks: list[dict[str, Any]], done: bool) -> None:
     datas = [orjson.dumps(c).decode() for c in chunks] + (["[DONE]"] if done else [])
-    assert _events(OpenAIStreamParser("p"), datas) == _events(_GeneralOnly("p"), datas)
+    assert _events(OpenAIStreamParser("p"), datas) == _events(_general_only(), datas)
 
 
 @pytest.mark.parametrize("name", ["openai_upstream_stream.sse", "openai_quirks.sse"])
 def test_openai_recordings_parse_the_same_with_and_without_the_fast_path(name: str) -> None:
     datas = [data for _, data in run(SSEDecoder(repair=True), [(DATA / name).read_bytes()])]
-    assert _events(OpenAIStreamParser("p"), datas) == _events(_GeneralOnly("p"), datas)
+    assert _events(OpenAIStreamParser("p"), datas) == _events(_general_only(), datas)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 from ..canonical import BlockStart, BlockStop, SignatureDelta, StreamEvent, TextPart, ThinkingPart
 from ..thinking import mint_signature
 
 __all__ = ["DeltaBlocks"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # plugins' parsers build on it (setup.py)
 class DeltaBlocks:
     """Opens a text or thinking block when the kind of delta changes and closes the previous
     one; a thinking block closes with a minted signature (see p5proxy.thinking)."""

@@ -45,11 +45,12 @@ def parse_error(status: int, body: Any, *, provider: str = "",
 
 class OpenAIStreamParser(DeltaBlocks):
     __slots__ = ("provider", "done", "_started", "_tools", "_finish", "_stop_sequence", "_usage",
-                 "_saw_tool", "_out_chars")
+                 "_saw_tool", "_out_chars", "_fast")
 
-    def __init__(self, provider: str = "") -> None:
+    def __init__(self, provider: str = "", *, plain_text_fast_path: bool = True) -> None:
         super().__init__()
         self.provider = provider
+        self._fast = plain_text_fast_path   # off: every chunk takes the general path (tests)
         self.done = False
         self._started = False
         self._tools: dict[Any, tuple[int, str]] = {}   # tool key -> (block index, id)
@@ -64,7 +65,7 @@ class OpenAIStreamParser(DeltaBlocks):
             return []
         if data == "[DONE]":
             return self._end()
-        if self._started:
+        if self._started and self._fast:
             text = self._plain_text(data)
             if text is not None:
                 return [TextDelta(self._open[1], text)] if text else []   # type: ignore[index]
