@@ -99,6 +99,8 @@ def table(results: dict, gateway_ok: bool) -> str:
              "| ref p99 ms | gw p99 ms |",
              "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|"]
     lines += [_row(k, r) for k, r in results["scenarios"].items()]
+    if results.get("gateway_build"):
+        lines += ["", f"gateway build: {results['gateway_build']}"]
     args = results.get("args", {})
     if args.get("gateway_workers") or args.get("gateway_cpus", "0") != "0":
         lines += ["", f"gateway: --workers {args.get('gateway_workers') or 1} on cores {args.get('gateway_cpus')} "

@@ -407,6 +407,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
+def gateway_build() -> str:
+    """How the gateway that `python -m p5proxy` runs was built (setup.py): compiled or not."""
+    probe = subprocess.run([sys.executable, "-c", "from p5proxy.compiled import *; "
+                            "print(len(compiled_modules()), ','.join(stale_modules()))"],
+                           capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return "unknown (p5proxy does not import)"
+    count, _, stale = probe.stdout.strip().partition(" ")
+    build = f"{count} hot-path modules compiled" if count != "0" else "pure Python"
+    return build + (f" (STALE, older than their source: {stale})" if stale else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     if a.report:
@@ -427,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     b = Bench(a, out, procs)
     b.bodies = write_bodies(out / "bodies")
     only = {s for s in a.only.split(",") if s}
-    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "args": vars(a), "scenarios": {}}
+    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "args": vars(a), "scenarios": {},
+                     "gateway_build": gateway_build()}
     t0 = time.monotonic()
     try:
         b.start_mocks()
