@@ -298,6 +298,7 @@ class Bench:
         with open(self.out / "logs" / "py-spy.log", "ab") as log:
             proc = subprocess.Popen([spy, "record", "--pid", str(self.procs.procs[target].pid), "--subprocesses",
                                      "--duration", str(self.args.duration), "--rate", "400", "--gil", "--format", "raw",
+                                     *(["--native"] if self.args.profile_native else []),
                                      "-o", str(raw)], stdout=log, stderr=log)
             run_wrk(self.url(target, req.path), self.bodies[req.body], req.headers, conc=conc,
                     duration=self.args.duration)
@@ -389,6 +390,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="YAML appended to the generated gateway config (A/B of a setting)")
     p.add_argument("--profile", action="store_true",
                    help="after each gateway measurement, one more run under py-spy; top functions to results/")
+    p.add_argument("--profile-native", action="store_true",
+                   help="with --profile: py-spy --native, which also shows C frames (compiled modules, orjson)")
     p.add_argument("--report", metavar="RESULTS_JSON", help="print the table of an earlier run and exit")
     a = p.parse_args(argv)
     if a.smoke:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import random
 import re
 import time
@@ -16,12 +17,30 @@ _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 _TO_ALNUM = bytes.maketrans(b"+/", b"xZ")   # base64 without its two symbols; ids, not keys
 
 
+_POOL_BYTES = 768   # 1024 characters: one refill serves ~40 ids
+_pool = ""
+_pos = 0
+
+
 def _base62(n_chars: int) -> str:
-    """Random [0-9A-Za-z] characters: base64 of random bytes with + and / mapped to letters.
-    `random` (reseeded after fork) rather than os.urandom: ids need uniqueness, not secrecy,
-    and a system call per id shows up under load."""
-    raw = random.getrandbits(8 * n_chars).to_bytes(n_chars, "big")
-    return base64.b64encode(raw).translate(_TO_ALNUM)[:n_chars].decode()
+    """Random [0-9A-Za-z] characters: base64 of random bytes with + and / mapped to letters,
+    made a thousand at a time. `random` (reseeded after fork, as is this pool) rather than
+    os.urandom: ids need uniqueness, not secrecy, and a system call per id shows up under load."""
+    global _pool, _pos
+    if _pos + n_chars > len(_pool):
+        raw = random.getrandbits(8 * _POOL_BYTES).to_bytes(_POOL_BYTES, "big")
+        _pool, _pos = base64.b64encode(raw).translate(_TO_ALNUM).decode(), 0
+    start = _pos
+    _pos = start + n_chars
+    return _pool[start:_pos]
+
+
+def _forget_pool() -> None:
+    global _pool, _pos
+    _pool, _pos = "", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)   # workers must not share the parent's pool
 
 
 def message_id() -> str:

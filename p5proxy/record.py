@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -42,15 +41,18 @@ _MAX_ID = 128
 _CLIENT: Any = getattr(appkeys, "CLIENT", None)   # set by client identity (issue 6b) if present
 
 
-@dataclass(slots=True)
 class RequestRecord:
+    """One request's facts. A plain class with defaults in its body rather than a dataclass:
+    compiled (setup.py), its constructor is native code, where a dataclass keeps the generated
+    Python `__init__` (30 assignments per request)."""
+
     ts: float                         # Unix time the request arrived
     request_id: str
     protocol: str                     # ingress protocol: anthropic | openai
     method: str
     path: str
-    started: float = 0.0              # perf_counter() at arrival
-    client_ip: str | None = None
+    started: float                    # perf_counter() at arrival
+    client_ip: str | None
     client_key_id: str | None = None  # ClientKey.id (never the key)
     model: str | None = None          # as the client asked
     model_label: str | None = None    # metrics label: the configured entry that matched
@@ -72,6 +74,16 @@ class RequestRecord:
     fallback: bool = False            # served by a fallback provider
     stream_open: bool = False
     request_body: bytes | None = None  # only with logging.bodies
+
+    def __init__(self, ts: float, request_id: str, protocol: str, method: str, path: str,
+                 started: float = 0.0, client_ip: str | None = None) -> None:
+        self.ts = ts
+        self.request_id = request_id
+        self.protocol = protocol
+        self.method = method
+        self.path = path
+        self.started = started
+        self.client_ip = client_ip
 
 
 def incoming_request_id(value: str | None) -> str | None:

@@ -11,19 +11,19 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from .canonical import HEARTBEAT, MessageStart, StreamEvent
+from .canonical import HEARTBEAT, StreamEvent
 from .config import ServerConfig, Timeouts
 from .deadlines import Deadlines
-from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+from .errors import UpstreamProtocolError, UpstreamTimeout
 from .imagefetch import ImageFetcher
 from .provider import Provider, UpstreamRequest
 from .sse import SSEDecoder
+from .upstream_calls import Waited, one_shot, read_json, send
 
 __all__ = ["UpstreamClient", "Waited"]
 
@@ -32,19 +32,6 @@ log = logging.getLogger(__name__)
 Batch = list[StreamEvent]
 _HEARTBEAT_BATCH: Batch = [HEARTBEAT]
 _STREAM_TYPES = frozenset(("text/event-stream", "application/x-ndjson"))
-
-
-class Waited:
-    """Seconds spent waiting on the upstream's network (response headers, body reads, retry
-    backoffs): the rest of a request's time is the gateway's own overhead. Also what the
-    attempts came to: `retries` (upstream calls after the first) and `fallback` (the fallback
-    model that answered; None when the requested one did)."""
-    __slots__ = ("seconds", "retries", "fallback")
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.retries = 0
-        self.fallback: str | None = None
 
 
 class UpstreamClient:
@@ -96,85 +83,26 @@ class UpstreamClient:
         assert self.session is not None, "UpstreamClient.start() was not awaited"
         waited = waited or Waited()
         started = time.monotonic()
-        t0 = time.perf_counter()
-        client_timeout = self._client_timeout(timeouts)
-        try:
-            async with self.deadlines.after(timeouts.first_byte) as deadline:   # includes connecting
-                resp = await self.session.request(ureq.method, self._url(ureq.url), data=ureq.body,
-                                                  headers=ureq.headers, timeout=client_timeout,
-                                                  proxy=provider.proxy.url)
-        except TimeoutError as exc:
-            if deadline.expired():
-                raise UpstreamTimeout(f"upstream {provider.name} did not answer within "
-                                      f"{timeouts.first_byte:g}s",
-                                      provider=provider.name) from None
-            # aiohttp's connect timeout (also a TimeoutError), or a TLS handshake's
-            raise UpstreamTimeout(f"cannot reach upstream {provider.name}: {exc or 'timed out'}"
-                                  f" (connect timeout {timeouts.connect:g}s)",
-                                  provider=provider.name) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectError(f"cannot reach upstream {provider.name}: {exc}",
-                                       provider=provider.name) from None
-        finally:
-            waited.seconds += time.perf_counter() - t0
+        resp = await send(self.session, self.deadlines, provider, ureq, self._url(ureq.url),
+                          timeouts, self._client_timeout(timeouts), waited)
         # The request is sent: let its body go. A stream lives long, and orjson's output
         # keeps the buffer it was written into (4 KiB for a small body).
         stream_wanted = ureq.stream
         del ureq
         try:
             if resp.status >= 400:
-                raise provider.map_error(resp.status,
-                                         await self._json(resp, timeouts, provider, waited),
-                                         resp.headers)
+                raise provider.map_error(resp.status, await read_json(
+                    self.deadlines, resp, timeouts, provider, waited), resp.headers)
             ctype = resp.content_type
             if ctype in _STREAM_TYPES or (stream_wanted and ctype != "application/json"):
                 # (a stream also answers a non-stream request when the upstream ignores `stream`)
                 async for batch in self._stream(resp, provider, timeouts, started, waited):
                     yield batch
             else:   # a JSON answer, also to a stream request: a one-shot stream
-                yield self._one_shot(await self._json(resp, timeouts, provider, waited),
-                                     resp, provider)
+                yield one_shot(await read_json(self.deadlines, resp, timeouts, provider, waited),
+                               resp, provider)
         finally:
             resp.close()   # never returns an unfinished connection to the pool
-
-    @staticmethod
-    def _one_shot(body: Any, resp: aiohttp.ClientResponse, provider: Provider) -> Batch:
-        if not isinstance(body, dict):
-            raise UpstreamProtocolError("upstream answered with a non-object body",
-                                        provider=provider.name)
-        if body.get("error") or body.get("type") == "error":
-            raise provider.map_error(resp.status if resp.status >= 400 else 502, body,
-                                     resp.headers)
-        events = provider.parse_response(body)
-        if events and isinstance(events[0], MessageStart):
-            events[0].body = body   # for a verbatim same-protocol answer (routes/chat.py)
-        return events
-
-    async def _json(self, resp: aiohttp.ClientResponse, timeouts: Timeouts,
-                    provider: Provider, waited: Waited, head: bytes = b"") -> Any:
-        t0 = time.perf_counter()
-        try:
-            if resp.content.is_eof():   # already here: no timer to arm
-                raw = head + await resp.read()
-            else:
-                async with self.deadlines.after(timeouts.idle):
-                    raw = head + await resp.read()
-        except TimeoutError:
-            raise UpstreamTimeout(f"upstream {provider.name} stalled while sending its answer",
-                                  provider=provider.name) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamProtocolError(f"upstream {provider.name} broke the connection: {exc}",
-                                        provider=provider.name) from None
-        finally:
-            waited.seconds += time.perf_counter() - t0
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            text = raw[:300].decode("utf-8", "replace")
-            if resp.status >= 400:
-                return {"error": {"message": text or resp.reason or f"HTTP {resp.status}"}}
-            raise UpstreamProtocolError(f"upstream {provider.name} sent invalid JSON: {text!r}",
-                                        provider=provider.name) from None
 
     async def _stream(self, resp: aiohttp.ClientResponse, provider: Provider, timeouts: Timeouts,
                       started: float, waited: Waited) -> AsyncIterator[Batch]:
@@ -218,8 +146,8 @@ class UpstreamClient:
                 if chunk.lstrip()[:1] == b"{":
                     # A JSON body under an event-stream content type (an error, or an upstream
                     # that ignored `stream`): not SSE, answer it as a one-shot stream.
-                    yield self._one_shot(await self._json(resp, timeouts, provider, waited,
-                                                          chunk), resp, provider)
+                    yield one_shot(await read_json(self.deadlines, resp, timeouts, provider,
+                                                   waited, chunk), resp, provider)
                     return
             batch: Batch = []
             for event, data in decoder.feed(chunk):

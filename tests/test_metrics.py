@@ -223,8 +223,8 @@ def test_counts_are_flushed_on_a_new_event_loop_after_the_first_one_ended() -> N
     from p5proxy.record import RequestRecord
 
     labels = {"protocol": "loopcheck", "model": "m-loop", "provider": "p-loop", "status": "2xx"}
-    rec = RequestRecord(time.time(), "req_t", "loopcheck", "POST", "/v1/x", model_label="m-loop",
-                        provider="p-loop", status=200)
+    rec = RequestRecord(time.time(), "req_t", "loopcheck", "POST", "/v1/x")
+    rec.model_label, rec.provider, rec.status = "m-loop", "p-loop", 200
 
     async def first() -> None:
         metrics.observe(rec)   # its flush timer dies with this loop

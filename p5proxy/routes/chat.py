@@ -59,15 +59,20 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     waited = Waited()
     route = note_route(rec, state.router.resolve(req.model))
     try:
-        answer = await open_answer(state, request, req, route, waited, start_upstream)
+        if state.cache is None:   # straight upstream (open_answer would say the same)
+            stream, first, route = await start_upstream(state, req, route, waited)
+            status, source = "DISABLED", "live"
+        else:
+            answer = await open_answer(state, request, req, route, waited, start_upstream)
+            stream, first, route = answer.rest, answer.first, answer.route
+            status, source = answer.status, answer.source
     finally:
         if rec is not None:
             rec.retries, rec.fallback = waited.retries, waited.fallback is not None
-    stream, first, route = answer.rest, answer.first, answer.route
     if waited.fallback:
         note_route(rec, route)   # the provider that answered
-    cache_headers = {CACHE_HEADER: answer.status, CACHE_SOURCE_HEADER: answer.source}
-    note_cache(rec, answer.status, answer.source)
+    cache_headers = {CACHE_HEADER: status, CACHE_SOURCE_HEADER: source}
+    note_cache(rec, status, source)
     passthrough = route.provider.protocol == req.ingress and not req.rewritten
     # input tokens for when the upstream reports none: message_start needs them before any
     # upstream does, and some OpenAI-compatible servers never send usage in a stream

@@ -43,7 +43,7 @@ class Answer:
     first: Batch
     rest: AsyncGenerator[Batch, None]
     route: Route
-    status: str            # HIT | MISS | BYPASS | DISABLED
+    status: str            # HIT | MISS | BYPASS
     source: str            # memory | redis | inflight | live
 
 
@@ -134,10 +134,9 @@ def _forget(flights: dict[str, Flight]) -> Callable[[Flight], None]:
 
 async def open_answer(state: Any, request: web.Request, req: ChatRequest, route: Route,
                       waited: Waited, start: Start) -> Answer:
+    """With the response cache on (without it, routes/chat.py goes upstream directly)."""
     cache: ResponseCache | None = state.cache
-    if cache is None:
-        rest, first, route = await start(state, req, route, waited)
-        return Answer(first, rest, route, "DISABLED", "live")
+    assert cache is not None
     settings = state.config.cache
     read, store = _client_wishes(request)
     key = cache_key(req, route, _tenant(request, settings.shared_across_keys))
