@@ -89,7 +89,7 @@ def _child(metric: Any, *values: str) -> Any:
 
 # Finished requests wait here and are counted together (`flush`): on the hot path a request
 # costs one list append instead of half a dozen locked increments and histogram bucket
-# searches. The exposition flushes first, so a scrape of this process is always current; with
+# searches (and the open-streams gauge is set at the flush too). The exposition flushes first, so a scrape of this process is always current; with
 # --workers the other workers' counts reach the shared files within FLUSH_SECS.
 FLUSH_SECS = 1.0
 _pending: list[RequestRecord] = []
@@ -97,10 +97,18 @@ _flush_timer: asyncio.TimerHandle | None = None
 _flush_loop: asyncio.AbstractEventLoop | None = None
 
 
+_open_streams = 0        # streams being written now; the gauge follows at each flush
+_open_streams_shown = 0  # what the gauge says
+
+
 def observe(rec: RequestRecord) -> None:
     """Count one finished API request (at the next flush, within FLUSH_SECS)."""
-    global _flush_timer, _flush_loop
     _pending.append(rec)
+    _flush_soon()
+
+
+def _flush_soon() -> None:
+    global _flush_timer, _flush_loop
     if _flush_timer is None or _flush_loop is None or _flush_loop.is_closed():
         try:
             _flush_loop = asyncio.get_running_loop()
@@ -112,11 +120,14 @@ def observe(rec: RequestRecord) -> None:
 
 def flush() -> None:
     """Count every request observed since the last flush."""
-    global _flush_timer
+    global _flush_timer, _open_streams_shown
     if _flush_timer is not None:
         if _flush_loop is not None and not _flush_loop.is_closed():
             _flush_timer.cancel()
         _flush_timer = None
+    if _open_streams != _open_streams_shown:
+        OPEN_STREAMS.set(_open_streams)   # (livesum: this process's share, under --workers)
+        _open_streams_shown = _open_streams
     if not _pending:
         return
     records = _pending[:]
@@ -198,11 +209,17 @@ def count_reqlog_error() -> None:
 
 
 def stream_opened() -> None:
-    OPEN_STREAMS.inc()
+    """A stream starts (the gauge is set at the next flush: a locked increment per stream
+    and its decrement were a visible part of a short stream's cost)."""
+    global _open_streams
+    _open_streams += 1
+    _flush_soon()
 
 
 def stream_closed() -> None:
-    OPEN_STREAMS.dec()
+    global _open_streams
+    _open_streams -= 1
+    _flush_soon()
 
 
 def render() -> bytes:

@@ -170,6 +170,11 @@ class _Tap:
                 note_error(rec, ev.error)
         return out
 
+    def client_left(self) -> None:
+        """The client closed the connection before the stream's end."""
+        self._rec.error_type = "client_closed"
+        self._rec.error_message = "the client closed the connection"
+
     def error(self, err: Exception) -> bytes:
         note_error(self._rec, err)
         out: bytes = self._renderer.error(err)

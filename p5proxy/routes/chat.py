@@ -131,22 +131,30 @@ async def _write_stream(resp: web.StreamResponse, renderer: Any, first: list[Any
         render = renderer.render
         render_batch = lambda batch: b"".join([render(ev) for ev in batch])   # noqa: E731
     try:
-        await resp.write(render_batch(first))
-        async for batch in stream:
-            await resp.write(render_batch(batch))
-    except P5ProxyError as err:
-        log.warning("stream from %s failed after the first byte: %s", provider, err)
-        await resp.write(renderer.error(err))
-    except (ConnectionError, web.HTTPException):
-        raise
-    except asyncio.CancelledError:
-        if stopping():   # the grace period is over: say why the stream ends here
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await resp.write(renderer.error(P5ProxyError(
-                        "the gateway is shutting down", status=503, kind="overloaded_error")))
-        raise
-    except Exception:
-        log.exception("internal error while streaming from %s", provider)
-        await resp.write(renderer.error(P5ProxyError("internal error in the gateway")))
-    await resp.write_eof()
+        try:
+            await resp.write(render_batch(first))
+            async for batch in stream:
+                await resp.write(render_batch(batch))
+        except P5ProxyError as err:
+            log.warning("stream from %s failed after the first byte: %s", provider, err)
+            await resp.write(renderer.error(err))
+        except (ConnectionError, web.HTTPException):
+            raise
+        except asyncio.CancelledError:
+            if stopping():   # the grace period is over: say why the stream ends here
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1):
+                        await resp.write(renderer.error(P5ProxyError(
+                            "the gateway is shutting down", status=503,
+                            kind="overloaded_error")))
+            raise
+        except Exception:
+            log.exception("internal error while streaming from %s", provider)
+            await resp.write(renderer.error(P5ProxyError("internal error in the gateway")))
+        await resp.write_eof()
+    except ConnectionError:
+        # The client left mid-stream: nothing is left to write to, and nothing to report but
+        # the record's note (aiohttp would log a traceback for the raised error).
+        client_left = getattr(renderer, "client_left", None)
+        if client_left is not None:
+            client_left()
