@@ -43,14 +43,6 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         self._add(line)
 
-    def write_line(self, line: str) -> None:
-        """A line formatted by the caller (the access log's fast path, see `direct`)."""
-        self.acquire()
-        try:
-            self._add(line + self.terminator)
-        finally:
-            self.release()
-
     def write_later(self, make: Callable[[Any, TextFormatter], str], item: Any) -> None:
         """A line the caller leaves to be formatted with the batch it is written in: the
         access log's fast path. Formatting lines together, in one loop, costs a fraction of

@@ -89,8 +89,9 @@ def _child(metric: Any, *values: str) -> Any:
 
 # Finished requests wait here and are counted together (`flush`): on the hot path a request
 # costs one list append instead of half a dozen locked increments and histogram bucket
-# searches (and the open-streams gauge is set at the flush too). The exposition flushes first, so a scrape of this process is always current; with
-# --workers the other workers' counts reach the shared files within FLUSH_SECS.
+# searches; the open-streams gauge is set at the flush too. The exposition flushes first, so a
+# scrape of this process is always current; with --workers the other workers' counts reach the
+# shared files within FLUSH_SECS.
 FLUSH_SECS = 1.0
 _pending: list[RequestRecord] = []
 _flush_timer: asyncio.TimerHandle | None = None

@@ -2,7 +2,9 @@
 own deadline around every read, and the upstream answer turned into batches of StreamEvents.
 
 Errors before the first event are raised (the route answers with a real HTTP error); errors
-after it are raised from the iterator and end the client's stream with an error event.
+after it are raised from the iterator and end the client's stream with an error event. The
+steps that are not generators (send, read a JSON answer, make its batch) are in
+upstream_calls.py, which is compiled.
 """
 
 from __future__ import annotations

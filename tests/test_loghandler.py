@@ -26,7 +26,8 @@ def test_direct_path_is_taken_under_intermediate_loggers_and_matches_the_record_
         access = logging.getLogger("p5proxy.access")
         handler = direct(access)
         assert handler is not None, "the fast path must survive intermediate loggers"
-        handler.write_line(handler.formatter.stamp(1700000000.5) + " INFO p5proxy.access: a=1")
+        handler.write_later(lambda item, formatter: formatter.stamp(1700000000.5)
+                            + f" INFO p5proxy.access: {item}", "a=1")
         access.info("a=1")
         """)
     assert len(lines) == 2

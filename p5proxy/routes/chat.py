@@ -59,7 +59,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     waited = Waited()
     route = note_route(rec, state.router.resolve(req.model))
     try:
-        if state.cache is None:   # straight upstream (open_answer would say the same)
+        if state.cache is None:   # no response cache: straight upstream
             stream, first, route = await start_upstream(state, req, route, waited)
             status, source = "DISABLED", "live"
         else:
