@@ -48,6 +48,8 @@ ANTHROPIC_CASES: list[tuple[str, dict[str, Any]]] = [
         {"type": "tool_result", "tool_use_id": "t1", "content": 5}]}]}),
     ("messages.1.content.0.thinking", {"messages": [USER, {"role": "assistant", "content": [
         {"type": "thinking", "thinking": 5, "signature": "s"}]}]}),
+    ("messages.1.content.0.signature", {"messages": [USER, {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "t", "signature": ["s"]}]}]}),
     ("system", {"system": 5}), ("system.0", {"system": ["x"]}),
     ("system.0.type", {"system": [{"type": "image", "text": "x"}]}),
     ("system.0.text", {"system": [{"type": "text", "text": None}]}),

@@ -57,7 +57,7 @@ def _decode_block(block: Any, path: str) -> Part:
                               _extras(block, ("type", "tool_use_id", "content", "is_error")))
     if btype == "thinking":
         return ThinkingPart(need_str(block.get("thinking"), f"{path}.thinking", empty_ok=True),
-                            block.get("signature") or None)
+                            opt_str(block.get("signature"), f"{path}.signature") or None)
     if btype == "redacted_thinking":
         return ThinkingPart("", redacted=need_str(block.get("data"), f"{path}.data"))
     if not isinstance(btype, str):
