@@ -2,7 +2,7 @@
 
 The modules on a request's hot path (decoding, translating and rendering both protocols, the
 SSE decoder, the request record and access line, the middleware, the retry loop) are compiled
-to C extensions with mypyc when the package is built. The gateway then spends a fifth to a
+to C extensions with mypyc when the package is built. The gateway then spends an eighth to a
 third less CPU per streamed or translated request (bench/README.md). The .py sources stay in
 the package, and they are what runs when the compiled build is not made:
 
