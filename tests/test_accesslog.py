@@ -161,6 +161,26 @@ def test_generated_request_ids_sort_by_time_and_stay_unique() -> None:
     assert all(rid[:13] <= late[:13] for rid in early) and early[0] < late
 
 
+def test_a_forked_worker_does_not_reuse_the_parents_random_characters() -> None:
+    """Ids come from a pool of random characters (p5proxy/ids.py); `--workers` forks, and a
+    worker that kept the parent's pool would hand out the parent's next ids."""
+    import os
+
+    from p5proxy.ids import request_id
+    request_id()   # the parent's pool is filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: its next ids, then out without running pytest's exit code
+        os.write(write, " ".join(request_id()[13:] for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = set(os.read(read, 4096).decode().split())
+    os.close(read)
+    parent = {request_id()[13:] for _ in range(5)}
+    assert len(child) == 5 and not child & parent
+
+
 async def test_every_response_carries_its_request_id(make_gateway: Any) -> None:
     """X-Request-Id and the protocol's own header, on answers, streams, errors and /health."""
     gw = await make_gateway()
