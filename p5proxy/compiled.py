@@ -36,6 +36,10 @@ def compiled_modules() -> list[str]:
 
 
 def stale_modules() -> list[str]:
-    """Compiled modules whose source changed after they were built."""
+    """Compiled modules whose source changed after they were built, in a checkout (setup.py
+    beside the package: an editable install, where sources get edited). An installed wheel
+    is left alone: unpacking it gives its files whatever times it likes."""
+    if not (_PACKAGE.parent / "setup.py").exists():
+        return []
     return sorted(_name(source) for compiled, source in _pairs()
                   if source.stat().st_mtime > compiled.stat().st_mtime)

@@ -274,4 +274,6 @@ def test_a_compiled_module_older_than_its_source_is_reported(tmp_path: Path,
     (pkg / "lonely.so").write_bytes(b"")   # no source: not ours to judge
     monkeypatch.setattr(module, "_PACKAGE", pkg)
     assert module.compiled_modules() == ["p5proxy.fresh", "p5proxy.sub.edited"]
+    assert module.stale_modules() == []   # installed (no setup.py beside it): times mean nothing
+    (tmp_path / "setup.py").write_text("")   # a checkout, built in place
     assert module.stale_modules() == ["p5proxy.sub.edited"]
