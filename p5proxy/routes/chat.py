@@ -96,8 +96,14 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
             whole = web.Response(body=orjson.dumps(body), content_type="application/json",
                                  headers={OVERHEAD_HEADER: _overhead_ms(started, waited),
                                           **cache_headers})
+            whole.headers[REQUEST_ID_HEADER] = whole.headers[surface.request_id_header] = \
+                request[REQUEST_ID]
             if waited.fallback:
                 whole.headers[FALLBACK_HEADER] = waited.fallback
+            # Sent here rather than by aiohttp after the middleware: the record's bookkeeping
+            # (metrics, access line, request log) then runs after the client has its answer.
+            await whole.prepare(request)
+            await whole.write_eof()
             return whole
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
