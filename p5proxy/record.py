@@ -9,7 +9,7 @@ has (`rec = request.get(RECORD)`, looked up once) and tolerate None (no record):
     note_route(rec, route)    provider, upstream model, metrics label; returns the route
     note_usage(rec, usage)    tokens from the final usage
     note_cache(rec, ...)      the response cache's verdict
-    tap(rec, renderer)        streams: time to first byte, usage and error events as written
+    tap(rec, renderer, scrub) streams: time to first byte, usage and error events as written
 
 Token convention: `input_tokens` counts every prompt token (cache reads included, as OpenAI's
 prompt_tokens); `cached_tokens` is the part read from the upstream's prompt cache.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -64,7 +65,7 @@ class RequestRecord:
     error_message: str | None = None
     latency_ms: float | None = None
     ttft_ms: float | None = None      # streams: first body byte written to the client
-    overhead_ms: float | None = None  # X-Gateway-Overhead-Ms
+    overhead_ms: float | None = None  # X-Gateway-Overhead-Ms (routes/chat.py)
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
@@ -144,12 +145,16 @@ def note_error(rec: RequestRecord, err: BaseException) -> None:
 
 class _Tap:
     """A stream renderer that also notes, as events are written: the time to the first byte,
-    the usage, and an error event ending the stream."""
-    __slots__ = ("_renderer", "_rec")
+    the usage, and an error event ending the stream. An error's message is scrubbed of
+    secrets (`scrub`) before the client sees it: upstreams sometimes echo the key they were
+    sent, and after the first byte the middleware's redaction no longer applies."""
+    __slots__ = ("_renderer", "_rec", "_scrub")
 
-    def __init__(self, renderer: Any, rec: RequestRecord) -> None:
+    def __init__(self, renderer: Any, rec: RequestRecord,
+                 scrub: Callable[[str], str] | None = None) -> None:
         self._renderer = renderer
         self._rec = rec
+        self._scrub = scrub
 
     def render(self, ev: Any) -> bytes:
         return self.render_batch((ev,))
@@ -160,15 +165,19 @@ class _Tap:
         rec = self._rec
         if rec.ttft_ms is None:
             rec.ttft_ms = (time.perf_counter() - rec.started) * 1000
-        render = self._renderer.render
-        out = b"".join([render(ev) for ev in batch])
         for ev in batch:
             kind = type(ev)
             if kind is MessageDelta or kind is MessageStart:
                 _set_usage(rec, ev.usage)
             elif kind is ErrorEvent:
+                self._scrubbed(ev.error)
                 note_error(rec, ev.error)
-        return out
+        render = self._renderer.render
+        return b"".join([render(ev) for ev in batch])
+
+    def _scrubbed(self, err: Exception) -> None:
+        if self._scrub is not None and isinstance(err, P5ProxyError):
+            err.message = self._scrub(err.message)
 
     def client_left(self) -> None:
         """The client closed the connection before the stream's end."""
@@ -176,6 +185,7 @@ class _Tap:
         self._rec.error_message = "the client closed the connection"
 
     def error(self, err: Exception) -> bytes:
+        self._scrubbed(err)
         note_error(self._rec, err)
         out: bytes = self._renderer.error(err)
         return out
@@ -184,14 +194,16 @@ class _Tap:
         return getattr(self._renderer, name)
 
 
-def tap(rec: RequestRecord | None, renderer: Any) -> Any:
-    """Wrap a stream renderer just before the stream starts (counts it as open)."""
+def tap(rec: RequestRecord | None, renderer: Any,
+        scrub: Callable[[str], str] | None = None) -> Any:
+    """Wrap a stream renderer just before the stream starts (counts it as open). `scrub`
+    takes secrets out of the message of an error event."""
     if rec is None:
         return renderer
     rec.stream = rec.stream_open = True
     rec.status = 200   # what the stream's status line will say
     metrics.stream_opened()
-    return _Tap(renderer, rec)
+    return _Tap(renderer, rec, scrub)
 
 
 def finish(request: web.Request, rec: RequestRecord, resp: web.StreamResponse | None,
@@ -200,8 +212,9 @@ def finish(request: web.Request, rec: RequestRecord, resp: web.StreamResponse | 
     raises: observability must not break a request."""
     try:
         _complete(request, rec, resp, exc)
-        metrics.observe(rec)
         state = request.app[STATE]
+        if state.config.metrics.enabled:
+            metrics.observe(rec)
         log_request(rec, state.config.logging, resp)
         store = getattr(state, "request_log", None)
         if store is not None:
@@ -220,12 +233,6 @@ def _complete(request: web.Request, rec: RequestRecord, resp: web.StreamResponse
         rec.client_key_id = getattr(request.get(_CLIENT), "id", None)
     if resp is not None:
         rec.status = resp.status
-        overhead = resp.headers.get("X-Gateway-Overhead-Ms")
-        if overhead:
-            try:
-                rec.overhead_ms = float(overhead)
-            except ValueError:
-                pass
     if isinstance(exc, (asyncio.CancelledError, ConnectionError)):   # the client left
         stopping = request.app[STATE].stopping
         rec.error_type = "shutdown" if stopping else "client_closed"

@@ -92,3 +92,31 @@ async def test_no_secret_in_responses_health_or_logs(make_gateway: Any, unused_t
     # the upstreams did get their keys and the header: redaction is only on the way out
     assert any(r.headers.get("authorization") == f"Bearer {UPSTREAM_OA}" for r in gw.openai.requests)
     assert any(r.headers.get("x-upstream-token") == HEADER_SECRET for r in gw.openai.requests)
+
+
+@pytest.mark.parametrize("path,body,headers", [
+    ("/v1/chat/completions", {**CHAT, "stream": True},
+     {"Authorization": f"Bearer {CLIENT_KEY}"}),
+    ("/v1/messages", {**MSG, "model": "gpt-4o", "stream": True},
+     {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}),
+])
+async def test_an_error_event_after_the_first_byte_is_scrubbed(
+        make_gateway: Any, caplog: pytest.LogCaptureFixture,
+        path: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+    """Once the stream has started, the upstream's error becomes the protocol's error event:
+    an echo of the gateway's upstream key or of the caller's own key must not reach the
+    client (nor the log) there either."""
+    caplog.set_level(logging.INFO)
+    gw = await make_gateway(auth={"keys": [CLIENT_KEY]})
+    gw.openai.replies.append(Reply(text="partial answer", chunk_size=64, stream_error={
+        "type": "server_error",
+        "message": f"upstream key {UPSTREAM_OA} and caller key {CLIENT_KEY} rejected"}))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(gw.url + path, json=body, headers=headers) as resp:
+            assert resp.status == 200   # the stream had started
+            text = await resp.text()
+    assert "partial" in text and "rejected" in text   # the error event arrived, scrubbed
+    assert "upstream key *** and caller key *** rejected" in text
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (UPSTREAM_OA, CLIENT_KEY):
+        assert secret not in text and secret not in logs, secret

@@ -156,9 +156,24 @@ async def test_without_a_metrics_key_metrics_follow_the_api_auth(make_gateway: A
 
 
 async def test_metrics_can_be_turned_off(make_gateway: Any) -> None:
+    """Off means off: no /metrics, and requests are not counted either (work nobody reads)."""
     gw: Gateway = await make_gateway(metrics={"enabled": False})
+    gw.openai.replies.append(Reply(text="one"))
+
+    def counted() -> float:   # this process's registry: the gateway runs in the test process
+        samples = {(s.name, *sorted(s.labels.items())): s.value
+                   for f in text_string_to_metric_families(metrics.render().decode())
+                   for s in f.samples}
+        return value(samples, "p5proxy_requests_total", protocol="openai", model="gpt-4o",
+                     provider="oa", status="2xx")
+
+    before = counted()
     async with httpx.AsyncClient(timeout=20) as client:
         assert (await client.get(f"{gw.url}/metrics")).status_code == 404
+        ok = await client.post(f"{gw.url}/v1/chat/completions",
+                               json={"model": "gpt-4o", "messages": HI})
+        assert ok.status_code == 200
+    assert counted() == before
 
 
 async def test_workers_add_up_in_one_scrape(tmp_path: Any, fake_openai: Any) -> None:

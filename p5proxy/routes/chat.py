@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -19,11 +20,12 @@ from aiohttp import web
 
 from ..access import admit
 from ..aggregate import Aggregator
-from ..appkeys import BODY, RECORD, REQUEST_ID, STATE
+from ..appkeys import ACCESS, BODY, RECORD, REQUEST_ID, STATE
 from ..attempts import start_upstream
 from ..errors import P5ProxyError
 from ..inputs import parse_json, read_body, read_json
-from ..record import REQUEST_ID_HEADER, note_cache, note_request, note_route, note_usage, tap
+from ..record import (REQUEST_ID_HEADER, RequestRecord, note_cache, note_request, note_route,
+                      note_usage, tap)
 from ..surfaces import Surface
 from ..tokens import estimate_from_body_size
 from ..upstream import Waited
@@ -41,9 +43,13 @@ OVERHEAD_HEADER = "X-Gateway-Overhead-Ms"
 FALLBACK_HEADER = "X-Proxy-Fallback"   # the fallback model that answered
 
 
-def _overhead_ms(started: float, waited: Waited) -> str:
-    """The gateway's own time so far: wall time minus time spent waiting on the upstream."""
-    return f"{(time.perf_counter() - started - waited.seconds) * 1000:.2f}"
+def _overhead_ms(started: float, waited: Waited, rec: RequestRecord | None) -> str:
+    """The gateway's own time so far: wall time minus time spent waiting on the upstream
+    (noted on the record too)."""
+    ms = (time.perf_counter() - started - waited.seconds) * 1000
+    if rec is not None:
+        rec.overhead_ms = round(ms, 2)
+    return f"{ms:.2f}"
 
 
 async def handle_chat(request: web.Request, surface: Surface) -> web.StreamResponse:
@@ -94,7 +100,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                 body = surface.render_response(final, model=req.model,
                                                  input_estimate=estimate, passthrough=passthrough)
             whole = web.Response(body=orjson.dumps(body), content_type="application/json",
-                                 headers={OVERHEAD_HEADER: _overhead_ms(started, waited),
+                                 headers={OVERHEAD_HEADER: _overhead_ms(started, waited, rec),
                                           **cache_headers})
             whole.headers[REQUEST_ID_HEADER] = whole.headers[surface.request_id_header] = \
                 request[REQUEST_ID]
@@ -107,10 +113,11 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
             return whole
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
-        renderer = tap(rec, renderer)   # notes time to first byte, usage, error events
+        # notes time to first byte, usage, error events; takes secrets out of error messages
+        renderer = tap(rec, renderer, partial(request.app[ACCESS].redact, request=request))
         resp = web.StreamResponse(headers={**SSE_HEADERS, **cache_headers})
         resp.headers[REQUEST_ID_HEADER] = resp.headers[surface.request_id_header] = request[REQUEST_ID]
-        resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited)   # up to the first byte
+        resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited, rec)   # up to the first byte
         if waited.fallback:
             resp.headers[FALLBACK_HEADER] = waited.fallback
         await resp.prepare(request)
