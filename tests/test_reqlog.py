@@ -265,3 +265,31 @@ async def test_rows_queued_at_shutdown_are_written(aiohttp_server: Any, fake_ope
     again = await start_live(aiohttp_server, fake_openai, fake_anthropic, logs=database.logs())
     reopened = await _flushed(again)
     assert (await reopened.query())[1] == 3
+
+
+async def test_under_load_the_writer_waits_for_whole_batches(aiohttp_server: Any, fake_openai: Any,
+                                                             fake_anthropic: Any,
+                                                             database: Database) -> None:
+    """A full batch wakes the writer, which writes whole batches only: the rows past the last
+    full batch wait for the next one (or for flush_secs), instead of a transaction of a few
+    rows after every batch. With little traffic, flush_secs writes whatever is queued."""
+    gw = await start_live(aiohttp_server, fake_openai, fake_anthropic,
+                          logs=database.logs(flush_secs=2.0, batch_rows=3))
+    store = gw.state.request_log
+    assert store is not None
+    async with httpx.AsyncClient(timeout=20) as client:
+        for _ in range(4):
+            fake_openai[0].replies.append(Reply(text="ok"))
+            assert (await _chat(client, gw, "gpt-4o")).status_code == 200
+        for _ in range(50):   # the fourth request filled no batch: one is written, one waits
+            if store.written:
+                break
+            await asyncio.sleep(0.01)
+        assert store.written == 3 and store.describe()["queued"] == 1
+        for _ in range(300):   # flush_secs without a full batch: the rest is written
+            if store.written == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert store.written == 4 and store.describe()["queued"] == 0
+        rows, total = await store.query()
+        assert total == 4
