@@ -25,7 +25,7 @@ from .errors import UpstreamProtocolError, UpstreamTimeout
 from .imagefetch import ImageFetcher
 from .provider import Provider, UpstreamRequest
 from .sse import SSEDecoder
-from .upstream_calls import Waited, one_shot, read_json, send
+from .upstream_calls import Waited, events_of, last_events, one_shot, read_json, send
 
 __all__ = ["UpstreamClient", "Waited"]
 
@@ -151,18 +151,12 @@ class UpstreamClient:
                     yield one_shot(await read_json(self.deadlines, resp, timeouts, provider,
                                                    waited, chunk), resp, provider)
                     return
-            batch: Batch = []
-            for event, data in decoder.feed(chunk):
-                batch.extend(parser.feed(event, data))
+            batch = events_of(decoder, parser, chunk)
             if batch:
                 yield batch
             if timeouts.total is not None and time.monotonic() - started > timeouts.total:
                 raise UpstreamTimeout(f"upstream {provider.name} exceeded the total time limit "
                                       f"of {timeouts.total:g}s", provider=provider.name)
-        tail: Batch = []
-        if not parser.done:
-            for event, data in decoder.close():
-                tail.extend(parser.feed(event, data))
-        tail.extend(parser.close())
+        tail = last_events(decoder, parser)
         if tail:
             yield tail

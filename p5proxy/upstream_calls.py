@@ -17,7 +17,7 @@ from .deadlines import Deadlines
 from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from .provider import Provider, UpstreamRequest
 
-__all__ = ["send", "read_json", "one_shot", "Waited"]
+__all__ = ["send", "read_json", "one_shot", "events_of", "last_events", "Waited"]
 
 Batch = list[StreamEvent]
 
@@ -86,6 +86,27 @@ async def read_json(deadlines: Deadlines, resp: aiohttp.ClientResponse, timeouts
             return {"error": {"message": text or resp.reason or f"HTTP {resp.status}"}}
         raise UpstreamProtocolError(f"upstream {provider.name} sent invalid JSON: {text!r}",
                                     provider=provider.name) from None
+
+
+def events_of(decoder: Any, parser: Any, chunk: bytes) -> Batch:
+    """The events in one network read of a stream (here, compiled: in the stream generator
+    this loop ran interpreted, once per event). `decoder` and `parser` are a provider's
+    StreamDecoder and StreamParser, typed Any so that compiled code checks nothing a plugin's
+    may return (any iterable)."""
+    batch: Batch = []
+    for event, data in decoder.feed(chunk):
+        batch.extend(parser.feed(event, data))
+    return batch
+
+
+def last_events(decoder: Any, parser: Any) -> Batch:
+    """The stream has ended: what the decoder and the parser still hold."""
+    tail: Batch = []
+    if not parser.done:
+        for event, data in decoder.close():
+            tail.extend(parser.feed(event, data))
+    tail.extend(parser.close())
+    return tail
 
 
 def one_shot(body: Any, resp: aiohttp.ClientResponse, provider: Provider) -> Batch:
