@@ -22,6 +22,7 @@ from ..access import admit
 from ..aggregate import Aggregator
 from ..appkeys import ACCESS, BODY, RECORD, REQUEST_ID, STATE
 from ..attempts import start_upstream
+from ..canonical import MessageStop
 from ..errors import P5ProxyError
 from ..inputs import parse_json, read_body, read_json
 from ..record import (REQUEST_ID_HEADER, RequestRecord, note_cache, note_request, note_route,
@@ -115,7 +116,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                                     input_estimate=estimate, passthrough=passthrough)
         # notes time to first byte, usage, error events; takes secrets out of error messages
         renderer = tap(rec, renderer, partial(request.app[ACCESS].redact, request=request))
-        resp = web.StreamResponse(headers={**SSE_HEADERS, **cache_headers})
+        resp = _EventStream(headers={**SSE_HEADERS, **cache_headers})
         resp.headers[REQUEST_ID_HEADER] = resp.headers[surface.request_id_header] = request[REQUEST_ID]
         resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited, rec)   # up to the first byte
         if waited.fallback:
@@ -134,6 +135,23 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
         await stream.aclose()   # ends the upstream call however this ends
 
 
+class _EventStream(web.StreamResponse):
+    """An SSE response whose headers go out with its first bytes rather than on their own
+    (aiohttp's buffered headers, as for a whole Response): the stream starts when its first
+    events are ready, so waiting for them costs the client nothing and saves a write. An aiohttp
+    without the attribute sends the headers at once, as before."""
+    _send_headers_immediately = False
+
+
+async def _write_batch(resp: web.StreamResponse, data: bytes, batch: list[Any]) -> bool:
+    """Write one rendered batch; True when it ended the message (and the response with it)."""
+    if batch and type(batch[-1]) is MessageStop:
+        await resp.write_eof(data)
+        return True
+    await resp.write(data)
+    return False
+
+
 async def _write_stream(resp: web.StreamResponse, renderer: Any, first: list[Any],
                         stream: AsyncIterator[list[Any]], *, provider: str,
                         stopping: Callable[[], bool]) -> None:
@@ -143,12 +161,23 @@ async def _write_stream(resp: web.StreamResponse, renderer: Any, first: list[Any
     if render_batch is None:   # not tapped (no request record)
         render = renderer.render
         render_batch = lambda batch: b"".join([render(ev) for ev in batch])   # noqa: E731
+    # The batch with the message's end is written with the response's end: with a fast
+    # upstream the whole stream (and the headers, see _EventStream) is then one write to the
+    # socket, where it was three. The upstream is still read to its end (the cache records it).
+    ended = False
     try:
         try:
-            await resp.write(render_batch(first))
+            ended = await _write_batch(resp, render_batch(first), first)
             async for batch in stream:
-                await resp.write(render_batch(batch))
+                data = render_batch(batch)
+                if not ended:   # (nothing follows a message's end)
+                    ended = await _write_batch(resp, data, batch)
+            if ended:
+                return
         except P5ProxyError as err:
+            if ended:   # the client has the whole message already
+                log.warning("stream from %s failed after its end: %s", provider, err)
+                return
             log.warning("stream from %s failed after the first byte: %s", provider, err)
             await resp.write(renderer.error(err))
         except (ConnectionError, web.HTTPException):
@@ -163,6 +192,8 @@ async def _write_stream(resp: web.StreamResponse, renderer: Any, first: list[Any
             raise
         except Exception:
             log.exception("internal error while streaming from %s", provider)
+            if ended:
+                return
             await resp.write(renderer.error(P5ProxyError("internal error in the gateway")))
         await resp.write_eof()
     except ConnectionError:
