@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
+from .jsonlog import JsonFormatter
 from .loghandler import TextFormatter, direct
 
 if TYPE_CHECKING:
@@ -140,25 +140,6 @@ def log_request(rec: RequestRecord, settings: LoggingConfig,
             return
         message = access_text(rec)
     access_log.info(message)
-
-
-class JsonFormatter(logging.Formatter):
-    """Every record as one JSON object: time, level, logger, message; an access line's
-    fields are merged in instead of its message."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname, "logger": record.name}
-        fields = getattr(record, "p5proxy_fields", None)
-        if isinstance(fields, dict):
-            out.update(fields)
-        else:
-            out["message"] = record.getMessage()
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
 
 
 def setup_logging(settings: LoggingConfig) -> None:

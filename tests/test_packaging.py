@@ -258,6 +258,24 @@ def setup_compiled_list() -> list[str]:
     raise AssertionError("setup.py has no COMPILED list")
 
 
+def test_compiled_classes_derive_only_from_compiled_classes() -> None:
+    """mypyc lays a compiled class out as a native type; derived from an interpreted class
+    (aiohttp's StreamResponse, logging.Formatter) its instances corrupt memory: such a class
+    in routes/chat.py crashed the gateway under load (general protection fault). Those live
+    in modules that are not compiled (eventstream.py, jsonlog.py)."""
+    modules = setup_compiled_list()
+    native: set[str] = set()
+    classes: list[tuple[str, str, list[str]]] = []
+    for path in modules:
+        for node in ast.walk(ast.parse((REPO / path).read_text())):
+            if isinstance(node, ast.ClassDef):
+                native.add(node.name)
+                classes.append((path, node.name, [ast.unparse(b) for b in node.bases]))
+    bad = [(path, name, base) for path, name, bases in classes for base in bases
+           if base not in native and base != "Protocol"]   # typing.Protocol: no instances
+    assert not bad, bad
+
+
 def test_a_compiled_module_older_than_its_source_is_reported(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from p5proxy import compiled as module

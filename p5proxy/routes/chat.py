@@ -24,6 +24,7 @@ from ..appkeys import ACCESS, BODY, RECORD, REQUEST_ID, STATE
 from ..attempts import start_upstream
 from ..canonical import MessageStop
 from ..errors import P5ProxyError
+from ..eventstream import EventStream
 from ..inputs import parse_json, read_body, read_json
 from ..record import (REQUEST_ID_HEADER, RequestRecord, note_cache, note_request, note_route,
                       note_usage, tap)
@@ -116,7 +117,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                                     input_estimate=estimate, passthrough=passthrough)
         # notes time to first byte, usage, error events; takes secrets out of error messages
         renderer = tap(rec, renderer, partial(request.app[ACCESS].redact, request=request))
-        resp = _EventStream(headers={**SSE_HEADERS, **cache_headers})
+        resp = EventStream(headers={**SSE_HEADERS, **cache_headers})
         resp.headers[REQUEST_ID_HEADER] = resp.headers[surface.request_id_header] = request[REQUEST_ID]
         resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited, rec)   # up to the first byte
         if waited.fallback:
@@ -133,14 +134,6 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
         return resp
     finally:
         await stream.aclose()   # ends the upstream call however this ends
-
-
-class _EventStream(web.StreamResponse):
-    """An SSE response whose headers go out with its first bytes rather than on their own
-    (aiohttp's buffered headers, as for a whole Response): the stream starts when its first
-    events are ready, so waiting for them costs the client nothing and saves a write. An aiohttp
-    without the attribute sends the headers at once, as before."""
-    _send_headers_immediately = False
 
 
 async def _write_batch(resp: web.StreamResponse, data: bytes, batch: list[Any]) -> bool:
@@ -162,7 +155,7 @@ async def _write_stream(resp: web.StreamResponse, renderer: Any, first: list[Any
         render = renderer.render
         render_batch = lambda batch: b"".join([render(ev) for ev in batch])   # noqa: E731
     # The batch with the message's end is written with the response's end: with a fast
-    # upstream the whole stream (and the headers, see _EventStream) is then one write to the
+    # upstream the whole stream (and the headers, see EventStream) is then one write to the
     # socket, where it was three. The upstream is still read to its end (the cache records it).
     ended = False
     try:
