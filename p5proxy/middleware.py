@@ -78,7 +78,9 @@ gateway_middleware = web.middleware(partial(_gateway))
 
 
 def _redact_record(request: web.Request, rec: record.RequestRecord) -> None:
-    """A stream's error event (noted as it was written) may repeat what an upstream echoed."""
+    """An error noted outside the handler's own redaction (an unexpected exception's text)
+    may repeat a secret. (A stream's error events are scrubbed as they are written:
+    record._Tap.)"""
     if rec.error_message:
         rec.error_message = request.app[ACCESS].redact(rec.error_message, request)
 

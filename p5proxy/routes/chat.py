@@ -102,12 +102,8 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
                 body = surface.render_response(final, model=req.model,
                                                  input_estimate=estimate, passthrough=passthrough)
             whole = web.Response(body=orjson.dumps(body), content_type="application/json",
-                                 headers={OVERHEAD_HEADER: _overhead_ms(started, waited, rec),
-                                          **cache_headers})
-            whole.headers[REQUEST_ID_HEADER] = whole.headers[surface.request_id_header] = \
-                request[REQUEST_ID]
-            if waited.fallback:
-                whole.headers[FALLBACK_HEADER] = waited.fallback
+                                 headers=cache_headers)
+            _answer_headers(whole, request, surface, rec, started, waited)
             # Sent here rather than by aiohttp after the middleware: the record's bookkeeping
             # (metrics, access line, request log) then runs after the client has its answer.
             await whole.prepare(request)
@@ -118,10 +114,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
         # notes time to first byte, usage, error events; takes secrets out of error messages
         renderer = tap(rec, renderer, partial(request.app[ACCESS].redact, request=request))
         resp = EventStream(headers={**SSE_HEADERS, **cache_headers})
-        resp.headers[REQUEST_ID_HEADER] = resp.headers[surface.request_id_header] = request[REQUEST_ID]
-        resp.headers[OVERHEAD_HEADER] = _overhead_ms(started, waited, rec)   # up to the first byte
-        if waited.fallback:
-            resp.headers[FALLBACK_HEADER] = waited.fallback
+        _answer_headers(resp, request, surface, rec, started, waited)   # overhead: to 1st byte
         await resp.prepare(request)
         task = asyncio.current_task()
         assert task is not None
@@ -134,6 +127,18 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
         return resp
     finally:
         await stream.aclose()   # ends the upstream call however this ends
+
+
+def _answer_headers(resp: web.StreamResponse, request: web.Request, surface: Surface,
+                    rec: RequestRecord | None, started: float, waited: Waited) -> None:
+    """What both kinds of answer carry: the request id (ours and the protocol's own header,
+    which for OpenAI is the same one), the gateway's overhead so far, the fallback that
+    answered."""
+    headers = resp.headers
+    headers[REQUEST_ID_HEADER] = headers[surface.request_id_header] = request[REQUEST_ID]
+    headers[OVERHEAD_HEADER] = _overhead_ms(started, waited, rec)
+    if waited.fallback:
+        headers[FALLBACK_HEADER] = waited.fallback
 
 
 async def _write_batch(resp: web.StreamResponse, data: bytes, batch: list[Any]) -> bool:
@@ -162,9 +167,8 @@ async def _write_stream(resp: web.StreamResponse, renderer: Any, first: list[Any
         try:
             ended = await _write_batch(resp, render_batch(first), first)
             async for batch in stream:
-                data = render_batch(batch)
-                if not ended:   # (nothing follows a message's end)
-                    ended = await _write_batch(resp, data, batch)
+                if not ended:   # (nothing follows a message's end: the rest is only read)
+                    ended = await _write_batch(resp, render_batch(batch), batch)
             if ended:
                 return
         except P5ProxyError as err:
