@@ -33,7 +33,7 @@ from .errors import P5ProxyError
 from .ids import request_id as new_request_id
 
 __all__ = ["RequestRecord", "begin", "finish", "note_request", "note_route", "note_usage",
-           "note_cache", "tap",
+           "note_cache", "note_client_left", "tap",
            "incoming_request_id", "REQUEST_ID_HEADER"]
 
 log = logging.getLogger("p5proxy.record")
@@ -181,8 +181,7 @@ class _Tap:
 
     def client_left(self) -> None:
         """The client closed the connection before the stream's end."""
-        self._rec.error_type = "client_closed"
-        self._rec.error_message = "the client closed the connection"
+        note_client_left(self._rec)
 
     def error(self, err: Exception) -> bytes:
         self._scrubbed(err)
@@ -204,6 +203,13 @@ def tap(rec: RequestRecord | None, renderer: Any,
     rec.status = 200   # what the stream's status line will say
     metrics.stream_opened()
     return _Tap(renderer, rec, scrub)
+
+
+def note_client_left(rec: RequestRecord | None) -> None:
+    """The client closed the connection before its answer was all written."""
+    if rec is not None:
+        rec.error_type = "client_closed"
+        rec.error_message = "the client closed the connection"
 
 
 def finish(request: web.Request, rec: RequestRecord, resp: web.StreamResponse | None,

@@ -3,12 +3,19 @@ errors in each protocol's shape, timeouts, keep-alives and cancellation."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
+from aiohttp import web
 
-from tests.conftest import Gateway, start_gateway
+from p5proxy.app import create_app
+from p5proxy.config import config_from_dict
+from p5proxy.plugins import make_plugin_manager
+from tests.conftest import Gateway, gateway_config, start_gateway
 from tests.fakes.fixtures import eventually
 from tests.fakes.replies import Reply
 
@@ -211,6 +218,42 @@ async def test_client_disconnect_cancels_the_upstream_stream(gateway: Gateway) -
     # leaving the block closed the connection mid-stream
     await eventually(lambda: gateway.openai.cancelled == 1, timeout=3)
     assert gateway.openai.open_streams == 0
+
+
+async def test_client_gone_before_its_answer_is_written_logs_no_traceback(
+        fake_openai: Any, fake_anthropic: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that hangs up while its (non-stream) answer is on the way: the write fails,
+    which is the client's business, not an error of the gateway's to log with a traceback.
+    (Without handler cancellation, aiohttp's default, the handler always gets that far.)"""
+    (oa, oa_url), (_, an_url) = fake_openai, fake_anthropic
+    config = config_from_dict(gateway_config(oa_url, an_url))
+    app = create_app(config, pm=make_plugin_manager(config, entry_point_plugins=False))
+    runner = web.AppRunner(app, handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        await _hang_up_before_the_answer(port, oa, caplog)
+    finally:
+        await runner.cleanup()
+
+
+async def _hang_up_before_the_answer(port: int, oa: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    raw = orjson.dumps(CHAT)
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n").encode()
+    for _ in range(3):
+        oa.replies.append(Reply(text="late", delay=0.1))
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head + raw)
+        await writer.drain()
+        writer.close()   # gone while the gateway waits on the upstream
+    await eventually(lambda: len(oa.requests) == 3, timeout=3)
+    await eventually(lambda: caplog.text.count("p5proxy.access") >= 3, timeout=3)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert caplog.text.count("error_type=client_closed") == 3
 
 
 async def test_upstream_error_before_first_byte_is_a_real_http_error(gateway: Gateway) -> None:

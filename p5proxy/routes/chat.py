@@ -26,8 +26,8 @@ from ..canonical import MessageStop
 from ..errors import P5ProxyError
 from ..eventstream import EventStream
 from ..inputs import parse_json, read_body, read_json
-from ..record import (REQUEST_ID_HEADER, RequestRecord, note_cache, note_request, note_route,
-                      note_usage, tap)
+from ..record import (REQUEST_ID_HEADER, RequestRecord, note_cache, note_client_left,
+                      note_request, note_route, note_usage, tap)
 from ..surfaces import Surface
 from ..tokens import estimate_from_body_size
 from ..upstream import Waited
@@ -106,8 +106,11 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
             _answer_headers(whole, request, surface, rec, started, waited)
             # Sent here rather than by aiohttp after the middleware: the record's bookkeeping
             # (metrics, access line, request log) then runs after the client has its answer.
-            await whole.prepare(request)
-            await whole.write_eof()
+            try:
+                await whole.prepare(request)
+                await whole.write_eof()
+            except ConnectionError:   # the client left: its business, not an error to log
+                note_client_left(rec)
             return whole
         renderer = surface.renderer(model=req.model, include_usage=req.include_usage,
                                     input_estimate=estimate, passthrough=passthrough)
