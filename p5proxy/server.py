@@ -100,6 +100,18 @@ def _serve_one(make_app: AppFactory, host: str, port: int, *, access_log: bool,
                         grace=grace))
 
 
+def _serve_worker(make_app: AppFactory, host: str, port: int, *, access_log: bool,
+                  reuse_port: bool, grace: float) -> None:
+    """A worker process: multiprocessing ends it with os._exit(), which skips atexit and with
+    it logging.shutdown(), so the log lines still waiting in the batching handler (the last
+    requests' access lines) are written here."""
+    try:
+        _serve_one(make_app, host, port, access_log=access_log, reuse_port=reuse_port,
+                   grace=grace)
+    finally:
+        logging.shutdown()
+
+
 def _say_how_compiled() -> None:
     compiled, stale = compiled_modules(), stale_modules()
     if stale:
@@ -118,7 +130,7 @@ def serve(make_app: AppFactory, host: str, port: int, *, workers: int = 1,
         _serve_one(make_app, host, port, access_log=access_log, reuse_port=False, grace=grace)
         return 0
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_serve_one, args=(make_app, host, port),
+    procs = [ctx.Process(target=_serve_worker, args=(make_app, host, port),
                          kwargs={"access_log": access_log, "reuse_port": True, "grace": grace},
                          name=f"p5proxy-worker-{i}") for i in range(workers)]
     stopping = False

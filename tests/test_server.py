@@ -58,6 +58,10 @@ async def test_sigterm_lets_an_in_flight_stream_finish(tmp_path: Path, fake_open
                 rest = (await resp.read()).decode()
         assert "data: [DONE]" in rest and '"finish_reason":"stop"' in rest   # a normal ending
         assert await asyncio.wait_for(proc.wait(), 15) == 0
+        # what was logged last (batched by the log handler) is written before the process ends
+        log = (await proc.stderr.read()).decode()
+        assert "stopping: in-flight requests get up to 10s" in log
+        assert "path=/v1/chat/completions" in log and "stream=true" in log
         async with aiohttp.ClientSession() as session:   # and the port is closed
             with pytest.raises(aiohttp.ClientConnectionError):
                 await session.get(url + "/health")
