@@ -184,6 +184,9 @@ class BlockStart(StreamEvent):
 class TextDelta(StreamEvent):
     index: int
     text: str
+    # An OpenAI upstream's `logprobs` for this text (the chunk's choice), relayed to OpenAI
+    # clients; None for every other upstream and when the client did not ask for them.
+    logprobs: Any = None
 
 
 @dataclass(slots=True)

@@ -204,6 +204,21 @@ async def test_errors_and_truncated_streams_are_not_stored(make_gateway: Any) ->
     assert len(gw.openai.requests) == 3
 
 
+async def test_answers_with_logprobs_are_served_not_stored(make_gateway: Any) -> None:
+    """A replay would give the text without them: such an answer goes upstream each time."""
+    gw = await cached_gateway(make_gateway)
+    lp = {"content": [{"token": "good", "logprob": -0.2, "bytes": [103, 111, 111, 100],
+                       "top_logprobs": []}], "refusal": None}
+    gw.openai.replies = [Reply(text="good", logprobs=lp), Reply(text="good", logprobs=lp)]
+    body = {"model": "gpt-4o", "logprobs": True, "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(2):
+        status, answer, h = await post(gw, "/v1/chat/completions", body,
+                                       {"Authorization": "Bearer k"})
+        assert status == 200 and answer["choices"][0]["logprobs"] == lp
+        assert h["X-Proxy-Cache"] == "MISS"
+    assert len(gw.openai.requests) == 2
+
+
 async def test_oversize_answers_are_served_not_stored(make_gateway: Any) -> None:
     gw = await cached_gateway(make_gateway, max_entry_bytes=200)
     gw.openai.replies = [Reply(text=LONG), Reply(text=LONG)]

@@ -301,6 +301,41 @@ async def test_overhead_header_reports_the_gateways_own_time(gateway: Gateway) -
             assert float(resp.headers["X-Gateway-Overhead-Ms"]) < 150
 
 
+def _openai_sse(*chunks: dict[str, Any]) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["live", "cached"])
+async def test_same_protocol_stream_relays_logprobs(make_gateway: Any, cache: bool) -> None:
+    """A client that asks for logprobs in a stream gets the upstream's, chunk by chunk (they
+    used to come out as null). With the cache on, such an answer is served but not stored: a
+    replay re-chunks the text, and the logprobs would not match it."""
+    gw = await make_gateway(cache={"enabled": cache})
+    lp = {"content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": []}]}
+    envelope = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                "model": "gpt-4o-upstream"}
+    answer = Reply(raw_sse=_openai_sse(
+        {**envelope, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                  "logprobs": None, "finish_reason": None}]},
+        {**envelope, "choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": lp,
+                                  "finish_reason": None}]},
+        {**envelope, "choices": [{"index": 0, "delta": {"content": " there"},
+                                  "logprobs": None, "finish_reason": None}]},
+        {**envelope, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                  "finish_reason": "stop"}]}))
+    body = {**CHAT, "stream": True, "logprobs": True}
+    for _ in range(2):
+        gw.openai.replies.append(answer)
+        lines = await stream_lines(gw.url + "/v1/chat/completions", body,
+                                   {"Authorization": "Bearer k"})
+        chunks = [orjson.loads(line[6:]) for line in lines
+                  if line.startswith("data: {")]
+        choices = [c["choices"][0] for c in chunks if c["choices"]]
+        assert [(ch["delta"].get("content"), ch["logprobs"]) for ch in choices
+                if ch["delta"].get("content")] == [("Hi", lp), (" there", None)]
+    assert len(gw.openai.requests) == 2
+
+
 async def test_same_protocol_non_stream_answer_is_verbatim(gateway: Gateway) -> None:
     """Every field the upstream sent survives (usage details, logprobs, service tier...);
     only the model name is the one the client asked for."""

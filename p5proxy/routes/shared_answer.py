@@ -20,7 +20,7 @@ from ..access import presented_key
 from ..aggregate import Aggregator
 from ..appkeys import CLIENT
 from ..cachekey import cache_key
-from ..canonical import ChatRequest, StreamEvent
+from ..canonical import ChatRequest, StreamEvent, TextDelta
 from ..flight import Flight
 from ..provider import Route
 from ..replay import replay_events
@@ -117,6 +117,8 @@ def _store_when_done(cache: ResponseCache, key: str, ttl: float,
         try:
             for batch in flight.log:
                 for ev in batch:
+                    if type(ev) is TextDelta and ev.logprobs is not None:
+                        return   # per-token data a replay (re-chunked text) cannot give back
                     agg.feed(ev)
             final = agg.result()
         except Exception:   # an error event or a truncated stream: never kept

@@ -101,7 +101,8 @@ class FakeOpenAI(FakeUpstream):
                 {"id": new_id("call_"), "type": "function", "function": {"name": name, "arguments": args}}
                 for (name, _), args in zip(reply.tool_calls, reply.arguments, strict=True)
             ]
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(reply)}
+        choice = {"index": 0, "message": message, "logprobs": reply.logprobs,
+                  "finish_reason": finish_reason(reply)}
         return self._envelope(body, "chat.completion") | {
             "choices": [choice],
             "usage": openai_usage(reply),

@@ -47,6 +47,7 @@ class Reply:
     break_after: int | None = None  # stream events sent before the connection is dropped
     stream_error: dict[str, Any] | None = None  # inner error object ({"type","message",...})
     extra_fields: dict[str, Any] = field(default_factory=dict)
+    logprobs: Any = None  # OpenAI, a plain answer: its choice's `logprobs`
     raw_sse: bytes | list[bytes] | None = None  # a list is written piece by piece
     hang: bool = False
 

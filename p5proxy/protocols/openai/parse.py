@@ -92,7 +92,8 @@ class OpenAIStreamParser(DeltaBlocks):
         if choices.__class__ is not list or len(choices) != 1:
             return None
         choice = choices[0]
-        if choice.__class__ is not dict or choice.get("finish_reason") is not None:
+        if choice.__class__ is not dict or choice.get("finish_reason") is not None \
+                or choice.get("logprobs") is not None:
             return None
         delta = choice.get("delta")
         if delta.__class__ is not dict or len(delta) != 1:
@@ -117,6 +118,12 @@ class OpenAIStreamParser(DeltaBlocks):
             choice = choices[0]
             delta = choice.get("delta") or choice.get("message") or {}
             self._delta(delta, out)
+            logprobs = choice.get("logprobs")
+            if logprobs is not None:   # goes with the chunk's text (there is none without it)
+                for ev in reversed(out):
+                    if type(ev) is TextDelta:
+                        ev.logprobs = logprobs
+                        break
             finish = choice.get("finish_reason")
             if finish == "error":
                 self.done = True
@@ -223,6 +230,7 @@ def parse_response(body: dict[str, Any], provider: str = "") -> list[StreamEvent
     parser = OpenAIStreamParser(provider)
     chunk = {**body, "choices": [{"index": 0, "delta": c.get("message") or {},
                                   "finish_reason": c.get("finish_reason") or "stop",
+                                  "logprobs": c.get("logprobs"),
                                   **({"stop_reason": c["stop_reason"]} if "stop_reason" in c else {})}
                                  for c in choices[:1]]}
     events = parser.feed_obj(chunk)

@@ -70,8 +70,9 @@ class OpenAIStreamRenderer:
         self._usage: Usage | None = None
         self._said = False   # content or a tool call was sent
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = orjson.dumps({"index": 0, "delta": delta, "logprobs": None,
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None,
+               logprobs: Any = None) -> bytes:
+        choice = orjson.dumps({"index": 0, "delta": delta, "logprobs": logprobs,
                                "finish_reason": finish})
         return self._prefix + choice + b"]}\n\n"
 
@@ -79,6 +80,8 @@ class OpenAIStreamRenderer:
         match ev:
             case TextDelta():
                 self._said = True
+                if ev.logprobs is not None:   # the upstream's, for a client that asked
+                    return self._chunk({"content": ev.text}, logprobs=ev.logprobs)
                 return b"".join((self._prefix, _CONTENT_HEAD, orjson.dumps(ev.text), _CONTENT_TAIL))
             case ToolInputDelta() if ev.partial_json:
                 return self._chunk({"tool_calls": [{"index": self._tool_index.get(ev.index, 0),
