@@ -187,6 +187,9 @@ class TextDelta(StreamEvent):
     # An OpenAI upstream's `logprobs` for this text (the chunk's choice), relayed to OpenAI
     # clients; None for every other upstream and when the client did not ask for them.
     logprobs: Any = None
+    # The text is an OpenAI refusal (`delta.refusal`, structured outputs): OpenAI clients get
+    # it as such, Anthropic clients as text.
+    refusal: bool = False
 
 
 @dataclass(slots=True)

@@ -74,6 +74,8 @@ def decode_error(v: list[Any]) -> UpstreamError:
 
 def encode_event(ev: StreamEvent) -> list[Any]:
     if isinstance(ev, TextDelta):
+        if ev.refusal:
+            return ["td", ev.index, ev.text, ev.logprobs, True]
         return ["td", ev.index, ev.text] if ev.logprobs is None else \
             ["td", ev.index, ev.text, ev.logprobs]
     if isinstance(ev, ToolInputDelta):
@@ -103,7 +105,7 @@ def encode_event(ev: StreamEvent) -> list[Any]:
 def decode_event(v: list[Any]) -> StreamEvent:
     tag = v[0]
     if tag == "td":
-        return TextDelta(v[1], v[2], v[3] if len(v) > 3 else None)
+        return TextDelta(v[1], v[2], v[3] if len(v) > 3 else None, len(v) > 4 and v[4])
     if tag == "jd":
         return ToolInputDelta(v[1], v[2])
     if tag == "kd":

@@ -186,6 +186,7 @@ def test_events_survive_the_trip_through_redis() -> None:
     events = [MessageStart("msg_1", "m", Usage(3, 0, 1, 2, 0, {"service_tier": "x"}, "openai")),
               BlockStart(0, ThinkingPart("", "sig", None)), TextDelta(1, "héllo"),
               TextDelta(1, "!", {"content": [{"token": "!", "logprob": -0.5, "top_logprobs": []}]}),
+              TextDelta(1, "No.", None, True),
               BlockStart(2, ToolCallPart("call_1", "f", {})),
               MessageDelta("tool_use", None, Usage(3, 9))]
     wire = orjson.loads(orjson.dumps([encode_event(e) for e in events]))

@@ -336,6 +336,34 @@ async def test_same_protocol_stream_relays_logprobs(make_gateway: Any, cache: bo
     assert len(gw.openai.requests) == 2
 
 
+async def test_a_streamed_refusal_stays_a_refusal(gateway: Gateway) -> None:
+    """OpenAI streams a structured-output refusal as `delta.refusal`: an OpenAI client gets it
+    so (it used to get an empty answer), an Anthropic client gets the text."""
+    envelope = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                "model": "gpt-4o-upstream"}
+
+    def sse() -> bytes:
+        return _openai_sse(*(
+            {**envelope, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                      "finish_reason": finish}]}
+            for delta, finish in (({"role": "assistant", "content": None, "refusal": ""}, None),
+                                  ({"refusal": "I can't"}, None), ({"refusal": " help."}, None),
+                                  ({}, "stop"))))
+
+    gateway.openai.replies.append(Reply(raw_sse=sse()))
+    lines = await stream_lines(gateway.url + "/v1/chat/completions", {**CHAT, "stream": True},
+                               {"Authorization": "Bearer k"})
+    deltas = [orjson.loads(line[6:])["choices"][0]["delta"] for line in lines
+              if line.startswith("data: {")]
+    assert "".join(d.get("refusal") or "" for d in deltas) == "I can't help."
+    assert not any(d.get("content") for d in deltas)
+    gateway.openai.replies.append(Reply(raw_sse=sse()))
+    lines = await stream_lines(gateway.url + "/v1/messages", {**MSG, "stream": True})
+    texts = [orjson.loads(line[6:])["delta"]["text"] for line in lines
+             if line.startswith("data: ") and '"text_delta"' in line]
+    assert "".join(texts) == "I can't help."
+
+
 async def test_same_protocol_non_stream_answer_is_verbatim(gateway: Gateway) -> None:
     """Every field the upstream sent survives (usage details, logprobs, service tier...);
     only the model name is the one the client asked for."""

@@ -117,8 +117,10 @@ def _store_when_done(cache: ResponseCache, key: str, ttl: float,
         try:
             for batch in flight.log:
                 for ev in batch:
-                    if type(ev) is TextDelta and ev.logprobs is not None:
-                        return   # per-token data a replay (re-chunked text) cannot give back
+                    if type(ev) is TextDelta and (ev.logprobs is not None or ev.refusal):
+                        # per-token data a replay (re-chunked text) cannot give back, and a
+                        # refusal it would replay as plain text
+                        return
                     agg.feed(ev)
             final = agg.result()
         except Exception:   # an error event or a truncated stream: never kept

@@ -161,6 +161,11 @@ class OpenAIStreamParser(DeltaBlocks):
             index = self._ensure("text", out)
             self._out_chars += len(content)
             out.append(TextDelta(index, content))
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            index = self._ensure("text", out)
+            self._out_chars += len(refusal)
+            out.append(TextDelta(index, refusal, refusal=True))
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             for call in calls:

@@ -80,8 +80,9 @@ class OpenAIStreamRenderer:
         match ev:
             case TextDelta():
                 self._said = True
-                if ev.logprobs is not None:   # the upstream's, for a client that asked
-                    return self._chunk({"content": ev.text}, logprobs=ev.logprobs)
+                if ev.logprobs is not None or ev.refusal:   # as the upstream sent them
+                    return self._chunk({"refusal" if ev.refusal else "content": ev.text},
+                                       logprobs=ev.logprobs)
                 return b"".join((self._prefix, _CONTENT_HEAD, orjson.dumps(ev.text), _CONTENT_TAIL))
             case ToolInputDelta() if ev.partial_json:
                 return self._chunk({"tool_calls": [{"index": self._tool_index.get(ev.index, 0),
