@@ -219,6 +219,18 @@ async def test_answers_with_logprobs_are_served_not_stored(make_gateway: Any) ->
     assert len(gw.openai.requests) == 2
 
 
+async def test_answers_with_several_choices_are_served_not_stored(make_gateway: Any) -> None:
+    """An entry keeps one choice: a hit for n > 1 would lose the others."""
+    gw = await cached_gateway(make_gateway)
+    gw.openai.replies = [Reply(text="one"), Reply(text="one")]
+    body = {"model": "gpt-4o", "n": 2, "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(2):
+        status, _, h = await post(gw, "/v1/chat/completions", body,
+                                  {"Authorization": "Bearer k"})
+        assert status == 200 and h["X-Proxy-Cache"] == "MISS"
+    assert len(gw.openai.requests) == 2
+
+
 async def test_oversize_answers_are_served_not_stored(make_gateway: Any) -> None:
     gw = await cached_gateway(make_gateway, max_entry_bytes=200)
     gw.openai.replies = [Reply(text=LONG), Reply(text=LONG)]

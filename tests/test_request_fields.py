@@ -186,6 +186,23 @@ async def test_count_tokens_fields(gateway: Gateway, field: str, change: dict[st
     assert resp.status == 400 and answer["error"]["message"].startswith(field + ":"), answer
 
 
+async def test_several_choices_are_answered_plainly_not_streamed(gateway: Gateway) -> None:
+    """A stream carries one choice here: n > 1 with stream is a 400 naming `n` (it used to
+    come back as one choice with every choice's text interleaved); without stream the
+    upstream's answer is relayed as it is, every choice included."""
+    body = {**CHAT, "n": 2}
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer k"}) as session:
+        async with session.post(gateway.url + "/v1/chat/completions",
+                                json={**body, "stream": True}) as resp:
+            error = (await resp.json())["error"]
+        assert resp.status == 400 and error["param"] == "n"
+        assert error["message"].startswith("n: only one choice can be streamed")
+        assert gateway.openai.requests == []
+        async with session.post(gateway.url + "/v1/chat/completions", json=body) as resp:
+            assert resp.status == 200
+        assert orjson.loads(gateway.openai.last.body)["n"] == 2
+
+
 async def test_valid_values_at_the_edges_are_accepted(gateway: Gateway) -> None:
     edges_an = [{"temperature": 0}, {"temperature": 1.0}, {"top_p": 1}, {"top_k": 0},
                 {"metadata": {"user_id": None}}, {"metadata": {}}, {"thinking": {"type": "disabled"}},

@@ -161,7 +161,8 @@ async def open_answer(state: Any, request: web.Request, req: ChatRequest, route:
         cache.stats.bypasses += 1
     flight = Flight(key, heartbeat_secs=state.config.server.heartbeat_secs)
     status, source = ("MISS" if read else "BYPASS"), "live"
-    if store:
+    n = req.raw.get("n")
+    if store and not (type(n) is int and n > 1):   # an entry keeps one choice
         ttl = settings.tool_ttl_secs if req.tools else settings.ttl_secs
         flight.on_end.append(_store_when_done(cache, key, ttl, route))
     if read and settings.dedup:

@@ -221,8 +221,10 @@ _SAMPLING = frozenset(("n", "seed", "presence_penalty", "frequency_penalty", "lo
 def _check_sampling(body: dict[str, Any]) -> None:
     """Fields passed on as they are to OpenAI-style upstreams (and dropped for others): their
     types are checked here, so that a bad one is a 400 naming it, whatever the upstream."""
-    if body.get("n") is not None:
-        need_int(body["n"], "n", minimum=1)
+    if body.get("n") is not None and need_int(body["n"], "n", minimum=1) > 1 \
+            and body.get("stream") is True:   # (one canonical stream carries one choice)
+        fail("n", "only one choice can be streamed through this gateway; "
+                  "ask for several with stream: false")
     if body.get("seed") is not None:
         need_int(body["seed"], "seed", minimum=-(2 ** 63), maximum=2 ** 63 - 1)
     for name in ("presence_penalty", "frequency_penalty"):
