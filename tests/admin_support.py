@@ -13,11 +13,10 @@ from typing import Any
 import aiohttp
 import yaml
 
-from p5proxy.app import GatewayState, create_app
+from p5proxy.app import GatewayState
 from p5proxy.appkeys import STATE
 from p5proxy.config import load_config
-from p5proxy.plugins import make_plugin_manager
-from tests.conftest import gateway_config
+from tests.conftest import app_for, gateway_config
 from tests.fakes.replies import Reply
 
 __all__ = ["ADMIN_KEY", "CLIENT_KEY", "AdminGateway", "start_admin_gateway", "csrf_of",
@@ -50,8 +49,7 @@ async def start_admin_gateway(aiohttp_server: Any, tmp_path: Path, fake_openai: 
         cfg.setdefault("admin", {"key": ADMIN_KEY})
     path = tmp_path / "p5proxy.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    config = load_config(path, env={})
-    app = create_app(config, pm=make_plugin_manager(config, entry_point_plugins=False))
+    app = app_for(load_config(path, env={}))
     server = await aiohttp_server(app, host="127.0.0.1")
     return AdminGateway(f"http://127.0.0.1:{server.port}", app[STATE], path, cfg)
 

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from p5proxy.app import create_app
 from p5proxy.compiled import stale_modules
-from p5proxy.config import config_from_dict
+from p5proxy.config import Config, config_from_dict
 from p5proxy.plugins import make_plugin_manager
 from tests.fakes.fixtures import fake_anthropic, fake_openai  # noqa: F401  (fixtures)
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -65,9 +66,13 @@ def gateway_config(openai_url: str, anthropic_url: str, **overrides: Any) -> dic
     return cfg
 
 
+def app_for(config: Config) -> web.Application:
+    """The gateway's application for `config`, with the bundled plugins only."""
+    return create_app(config, pm=make_plugin_manager(config, entry_point_plugins=False))
+
+
 async def start_gateway(aiohttp_server: Any, cfg: dict[str, Any]) -> str:
-    config = config_from_dict(cfg)
-    app = create_app(config, pm=make_plugin_manager(config, entry_point_plugins=False))
+    app = app_for(config_from_dict(cfg))
     server = await aiohttp_server(app, host="127.0.0.1")
     return f"http://127.0.0.1:{server.port}"
 

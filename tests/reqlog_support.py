@@ -13,11 +13,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from p5proxy.app import GatewayState, create_app
+from p5proxy.app import GatewayState
 from p5proxy.appkeys import STATE
 from p5proxy.config import config_from_dict
-from p5proxy.plugins import make_plugin_manager
-from tests.conftest import gateway_config
+from tests.conftest import app_for, gateway_config
 
 __all__ = ["LiveGateway", "start_live", "pg_url", "Database", "database"]
 
@@ -38,8 +37,7 @@ class LiveGateway:
 async def start_live(aiohttp_server: Any, fake_openai: Any, fake_anthropic: Any,
                      **overrides: Any) -> LiveGateway:
     cfg = gateway_config(fake_openai[1], fake_anthropic[1], **overrides)
-    config = config_from_dict(cfg)
-    app = create_app(config, pm=make_plugin_manager(config, entry_point_plugins=False))
+    app = app_for(config_from_dict(cfg))
     server = await aiohttp_server(app, host="127.0.0.1")
     return LiveGateway(f"http://127.0.0.1:{server.port}", app[STATE], server)
 

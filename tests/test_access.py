@@ -16,7 +16,7 @@ import yaml
 
 from p5proxy.config import config_from_dict
 from p5proxy.errors import ConfigError
-from tests.conftest import Gateway
+from tests.conftest import Gateway, app_for
 
 ALICE, BOB, CAROL = "sk-alice-0123456789", "sk-bob-abcdefghij", "sk-carol-zyxwvuts"
 KEYS: list[Any] = [
@@ -167,9 +167,7 @@ def test_hash_key_command_prints_the_sha256_of_stdin() -> None:
 
 async def test_a_reload_swaps_the_keys_and_keeps_the_counters(
         aiohttp_server: Any, fake_openai: Any, tmp_path: Any) -> None:
-    from p5proxy.app import create_app
     from p5proxy.config import load_config
-    from p5proxy.plugins import make_plugin_manager
     from p5proxy.reload import reload_app
 
     _, upstream = fake_openai
@@ -182,8 +180,7 @@ async def test_a_reload_swaps_the_keys_and_keeps_the_counters(
             "models": {"gpt-4o": "oa"}}))
 
     write([{"id": "a", "key": ALICE, "rpm": 2}])
-    config = load_config(path)
-    app = create_app(config, pm=make_plugin_manager(config, entry_point_plugins=False))
+    app = app_for(load_config(path))
     url = f"http://127.0.0.1:{(await aiohttp_server(app, host='127.0.0.1')).port}"
     alice, bob = {"Authorization": f"Bearer {ALICE}"}, {"Authorization": f"Bearer {BOB}"}
     assert (await call(url + "/v1/chat/completions", CHAT, alice))[0] == 200

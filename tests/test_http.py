@@ -12,10 +12,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from p5proxy.app import create_app
 from p5proxy.config import config_from_dict
-from p5proxy.plugins import make_plugin_manager
-from tests.conftest import Gateway, gateway_config, start_gateway
+from tests.conftest import Gateway, app_for, gateway_config, start_gateway
 from tests.fakes.fixtures import eventually
 from tests.fakes.replies import Reply
 
@@ -226,8 +224,7 @@ async def test_client_gone_before_its_answer_is_written_logs_no_traceback(
     which is the client's business, not an error of the gateway's to log with a traceback.
     (Without handler cancellation, aiohttp's default, the handler always gets that far.)"""
     (oa, oa_url), (_, an_url) = fake_openai, fake_anthropic
-    config = config_from_dict(gateway_config(oa_url, an_url))
-    app = create_app(config, pm=make_plugin_manager(config, entry_point_plugins=False))
+    app = app_for(config_from_dict(gateway_config(oa_url, an_url)))
     runner = web.AppRunner(app, handler_cancellation=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -24,10 +24,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-from p5proxy.app import create_app
 from p5proxy.config import config_from_dict
-from p5proxy.plugins import make_plugin_manager
-from tests.conftest import gateway_config
+from tests.conftest import app_for, gateway_config
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 
@@ -65,8 +63,7 @@ class LiveGateway:
         cfg = gateway_config(oa_url, an_url, auth={"keys": [KEY]})
         cfg["models"]["*"] = {"provider": "oa"}   # any generated name reaches an upstream
         config = config_from_dict(cfg)
-        self.url = await self._serve(create_app(
-            config, pm=make_plugin_manager(config, entry_point_plugins=False)))
+        self.url = await self._serve(app_for(config))
 
     async def _stop(self) -> None:
         for runner in reversed(self.runners):

@@ -12,12 +12,10 @@ import anthropic
 import openai
 import pytest
 
-from p5proxy.app import create_app
 from p5proxy.config import RetryConfig, config_from_dict, load_config
 from p5proxy.errors import ConfigError
-from p5proxy.plugins import make_plugin_manager
 from plugins.provider_http import JSONPath, render_template
-from tests.conftest import start_gateway
+from tests.conftest import app_for, start_gateway
 from tests.fakes import FakeOllama, Reply
 from tests.fakes.custom_upstream import FakeCustomJSON, FakeCustomSSE
 
@@ -67,8 +65,7 @@ async def ollama(aiohttp_server: Any) -> Any:
     server = await aiohttp_server(fake.app(), host="127.0.0.1")
     config = load_config(EXAMPLE, env={"OLLAMA_HOST": f"http://127.0.0.1:{server.port}"})
     config = dataclasses.replace(config, retry=RetryConfig(attempts=1))   # errors as they come
-    app = create_app(config, pm=make_plugin_manager(config, entry_point_plugins=False))
-    gw = await aiohttp_server(app, host="127.0.0.1")
+    gw = await aiohttp_server(app_for(config), host="127.0.0.1")
     clients = Clients(f"http://127.0.0.1:{gw.port}")
     yield fake, clients
     await clients.close()
@@ -338,7 +335,7 @@ def test_bad_options_stop_start_up() -> None:
         "messages_format": "xml", "response_format": "grpc", "body": {"q": "{{prompt}}"},
         "paths": {"txt": "a"}}))
     with pytest.raises(ConfigError) as exc:
-        create_app(cfg, pm=make_plugin_manager(cfg, entry_point_plugins=False))
+        app_for(cfg)
     text = str(exc.value)
     for needle in ("providers.custom.messages_format", "providers.custom.response_format",
                    "unknown placeholder {{prompt}}", "providers.custom.paths.txt",

@@ -15,7 +15,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.conftest import start_gateway
+from tests.conftest import app_for, start_gateway
 from tests.fakes import FakeAnthropic
 from tests.fakes.faulty_upstream import FaultyUpstream, ok, start_faulty, status
 
@@ -420,16 +420,14 @@ async def test_a_disabled_key_comes_back_on_reload(tmp_path: Any, aiohttp_server
                                                    faulty: FaultyUpstream) -> None:
     import yaml
 
-    from p5proxy.app import create_app
     from p5proxy.config import load_config
-    from p5proxy.plugins import make_plugin_manager
     from p5proxy.reload import reload_app
     a, b = "sk-key-alpha-0001", "sk-key-bravo-0002"
     path = tmp_path / "gw.yaml"
     path.write_text(yaml.safe_dump({**config(faulty.base_url, keys=[a, b]),
                                     "logs": {"enabled": False}}))
     cfg = load_config(path)
-    app = create_app(cfg, pm=make_plugin_manager(cfg, entry_point_plugins=False))
+    app = app_for(cfg)
     server = await aiohttp_server(app, host="127.0.0.1")
     url = f"http://127.0.0.1:{server.port}"
     faulty.faults.append(status(401, key=a))

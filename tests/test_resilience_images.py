@@ -14,7 +14,7 @@ from aiohttp import web
 from p5proxy.config import config_from_dict
 from p5proxy.errors import ConfigError
 from p5proxy.imagefetch import refusal
-from tests.conftest import Gateway
+from tests.conftest import Gateway, app_for
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
                        "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
@@ -146,10 +146,8 @@ def test_refusal_of_addresses() -> None:
 
 
 def test_fetch_images_setting_is_checked() -> None:
-    from p5proxy.app import create_app
-    from p5proxy.plugins import make_plugin_manager
     cfg = config_from_dict({"providers": {"p": {"type": "openai", "base_url": "http://x/v1",
                                                 "fetch_images": {"allow_host": []}}},
                             "models": {"m": "p"}})
     with pytest.raises(ConfigError, match="providers.p.fetch_images.allow_host: unknown"):
-        create_app(cfg, pm=make_plugin_manager(cfg, entry_point_plugins=False))
+        app_for(cfg)

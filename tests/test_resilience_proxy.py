@@ -11,10 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from p5proxy.app import create_app
 from p5proxy.config import CacheConfig, load_config
-from p5proxy.plugins import make_plugin_manager
-from tests.conftest import start_gateway
+from tests.conftest import app_for, start_gateway
 from tests.fakes.faulty_upstream import FaultyUpstream, start_faulty
 from tests.fakes.http_proxy import CountingProxy
 from tests.test_resilience import HI, config
@@ -61,7 +59,7 @@ async def health(url: str) -> tuple[Any, str]:
 async def env_gateway(aiohttp_server: Any, env: dict[str, str]) -> str:
     """A gateway configured from the environment alone, as `p5proxy serve` without a file."""
     cfg = dataclasses.replace(load_config(env=env), cache=CacheConfig(enabled=False))
-    app = create_app(cfg, pm=make_plugin_manager(cfg, entry_point_plugins=False))
+    app = app_for(cfg)
     server = await aiohttp_server(app, host="127.0.0.1")
     return f"http://127.0.0.1:{server.port}"
 
