@@ -15,6 +15,7 @@ difference of a few percent reliably (repeat when the range straddles 1.0).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -50,7 +51,10 @@ def main() -> int:
     ap.add_argument("--dur", type=int, default=3, help="seconds per measurement (default 3)")
     ap.add_argument("--yaml-a", default="", help="YAML appended to A's config")
     ap.add_argument("--yaml-b", default="", help="YAML appended to B's config")
+    ap.add_argument("--vary", action="store_true", help="every request unique (see run.py --vary)")
     a = ap.parse_args()
+    if a.vary:
+        os.environ["BENCH_VARY"] = "1"   # read by post.lua
     out = Path(tempfile.mkdtemp(prefix="p5proxy-ab-"))
     (out / "logs").mkdir()
     bodies = write_bodies(out / "bodies")

@@ -10,6 +10,20 @@ for h in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^|]+") do
   if name then wrk.headers[name] = value end
 end
 
+-- BENCH_VARY=1: every request's first message text starts with a number not sent before, so
+-- that no two requests are alike (a response cache then misses on every one).
+if os.getenv("BENCH_VARY") then
+  math.randomseed(os.time())
+  local run = math.random(1, 1000000000)
+  local head, tail = string.match(wrk.body, '^(.-"content":%s*")(.*)$')
+  assert(head, "BENCH_VARY: the body has no \"content\" string")
+  local n = 0
+  request = function()
+    n = n + 1
+    return wrk.format(nil, nil, nil, head .. run .. "-" .. n .. " " .. tail)
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

@@ -101,6 +101,8 @@ def table(results: dict, gateway_ok: bool) -> str:
     lines += [_row(k, r) for k, r in results["scenarios"].items()]
     if results.get("gateway_build"):
         lines += ["", f"gateway build: {results['gateway_build']}"]
+    if (results.get("args") or {}).get("vary"):
+        lines += ["every request unique (--vary)"]
     args = results.get("args", {})
     if args.get("gateway_workers") or args.get("gateway_cpus", "0") != "0":
         lines += ["", f"gateway: --workers {args.get('gateway_workers') or 1} on cores {args.get('gateway_cpus')} "

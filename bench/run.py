@@ -392,6 +392,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="after each gateway measurement, one more run under py-spy; top functions to results/")
     p.add_argument("--profile-native", action="store_true",
                    help="with --profile: py-spy --native, which also shows C frames (compiled modules, orjson)")
+    p.add_argument("--vary", action="store_true",
+                   help="make every request unique (a number in its first message): with --gateway-yaml "
+                        "'cache: {enabled: true}', the cost of the default config's cache on a miss")
     p.add_argument("--report", metavar="RESULTS_JSON", help="print the table of an earlier run and exit")
     a = p.parse_args(argv)
     if a.smoke:
@@ -430,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
+    if a.vary:
+        os.environ["BENCH_VARY"] = "1"  # read by post.lua in every wrk run
     slow_streams.raise_nofile()  # inherited by every process started below
     os.sched_setaffinity(0, {LOAD_CPU})  # this driver, wrk and the slow-stream client share core 1 with the mock
     out = HERE / "results" / time.strftime("%Y%m%d-%H%M%S")

@@ -312,6 +312,28 @@ async def test_followers_get_the_stream_live_from_the_start(make_gateway: Any) -
     assert len(gw.openai.requests) == 1
 
 
+async def test_leader_and_follower_get_keepalives_while_the_upstream_is_silent(
+        make_gateway: Any) -> None:
+    """Both read the shared answer; each gets its own keep-alives during the upstream's pauses
+    (longer than server.heartbeat_secs), then the whole text, and the answer is stored."""
+    gw = await make_gateway(cache={"enabled": True}, server={"heartbeat_secs": 0.15})
+    gw.openai.replies = [Reply(text="slow and steady", chunk_size=5, delay=0.5)]
+    leader = asyncio.create_task(stream(gw, "/v1/messages", MSG))
+    await eventually(lambda: gw.openai.open_streams == 1)
+    await asyncio.sleep(0.3)
+    follower_events, h = await stream(gw, "/v1/messages", MSG)
+    leader_events, _ = await leader
+    assert cache_headers(h) == ("HIT", "inflight")
+    for events in (leader_events, follower_events):
+        assert sum(e.startswith(b"event: ping") for e in events) >= 2
+        assert streamed_text(events) == "slow and steady"
+        assert events[-1].startswith(b"event: message_stop")
+    status, body, h = await post(gw, "/v1/messages", MSG)
+    assert status == 200 and body["content"][0]["text"] == "slow and steady"
+    assert cache_headers(h) == ("HIT", "memory")
+    assert len(gw.openai.requests) == 1
+
+
 async def test_the_upstream_call_outlives_its_first_client_while_others_wait(
         make_gateway: Any) -> None:
     gw = await cached_gateway(make_gateway)
