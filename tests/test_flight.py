@@ -19,14 +19,20 @@ async def _fed(queue: asyncio.Queue[Batch | None]) -> AsyncGenerator[Batch, None
         yield batch
 
 
+def _fed_flight(heartbeat_secs: float) -> tuple[asyncio.Queue[Batch | None], Flight]:
+    """A started flight whose producer yields what is put in the queue (None ends it)."""
+    queue: asyncio.Queue[Batch | None] = asyncio.Queue()
+    f = Flight("k", heartbeat_secs=heartbeat_secs)
+    f.start(_fed(queue))
+    return queue, f
+
+
 async def _read_all(f: Flight) -> list[Batch]:
     return [batch async for batch in f.read()]
 
 
 async def test_readers_get_every_batch_and_keepalives_during_pauses() -> None:
-    queue: asyncio.Queue[Batch | None] = asyncio.Queue()
-    f = Flight("k", heartbeat_secs=0.05)
-    f.start(_fed(queue))
+    queue, f = _fed_flight(0.05)
     first = asyncio.create_task(_read_all(f))
     await queue.put([TextDelta(0, "a")])
     await asyncio.sleep(0.01)
@@ -55,9 +61,7 @@ async def test_a_batch_right_after_the_keepalive_timer_fired() -> None:
 
 
 async def test_the_last_reader_leaving_cancels_the_producer() -> None:
-    queue: asyncio.Queue[Batch | None] = asyncio.Queue()
-    f = Flight("k", heartbeat_secs=10)
-    f.start(_fed(queue))
+    queue, f = _fed_flight(10)
     reader = asyncio.create_task(_read_all(f))
     await queue.put([TextDelta(0, "a")])
     await asyncio.sleep(0.01)
