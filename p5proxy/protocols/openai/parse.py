@@ -156,21 +156,20 @@ class OpenAIStreamParser(DeltaBlocks):
             index = self._ensure("thinking", out)
             self._thinking.append(reasoning)
             out.append(ThinkingDelta(index, reasoning))
-        content = delta.get("content")
-        if isinstance(content, str) and content:
-            index = self._ensure("text", out)
-            self._out_chars += len(content)
-            out.append(TextDelta(index, content))
-        refusal = delta.get("refusal")
-        if isinstance(refusal, str) and refusal:
-            index = self._ensure("text", out)
-            self._out_chars += len(refusal)
-            out.append(TextDelta(index, refusal, refusal=True))
+        self._text(delta.get("content"), False, out)
+        self._text(delta.get("refusal"), True, out)
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             for call in calls:
                 if isinstance(call, dict):
                     self._tool(call, out)
+
+    def _text(self, text: Any, refusal: bool, out: list[StreamEvent]) -> None:
+        """A delta's `content`, or its `refusal` (text for a client that has no such field)."""
+        if isinstance(text, str) and text:
+            index = self._ensure("text", out)
+            self._out_chars += len(text)
+            out.append(TextDelta(index, text, refusal=refusal))
 
     def _tool(self, call: dict[str, Any], out: list[StreamEvent]) -> None:
         fn = call.get("function") or {}
