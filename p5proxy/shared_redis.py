@@ -13,28 +13,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
-__all__ = ["SharedRedis", "mask_url"]
+from .masking import mask_text
+
+__all__ = ["SharedRedis"]
 
 log = logging.getLogger("p5proxy.redis")
 T = TypeVar("T")
 
 _FIRST_BACKOFF = 1.0
 _MAX_BACKOFF = 30.0
-
-
-def mask_url(url: str) -> str:
-    """The URL without its password (and user name), for /health and logs."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 class SharedRedis:
@@ -84,17 +74,17 @@ class SharedRedis:
         if self.up:
             self.trips += 1
             log.warning("Redis at %s failed (%s); working without it for %.0f s",
-                        mask_url(self.url), self.last_error, self._backoff)
+                        mask_text(self.url), self.last_error, self._backoff)
             self._open_until = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
 
     def succeeded(self) -> None:
         if self._backoff != _FIRST_BACKOFF:
-            log.info("Redis at %s is back", mask_url(self.url))
+            log.info("Redis at %s is back", mask_text(self.url))
         self._backoff = _FIRST_BACKOFF
 
     def describe(self) -> dict[str, Any]:
-        return {"url": mask_url(self.url), "up": self.up, "failures": self.failures,
+        return {"url": mask_text(self.url), "up": self.up, "failures": self.failures,
                 "circuit_trips": self.trips, "last_error": self.last_error}
 
     async def close(self) -> None:

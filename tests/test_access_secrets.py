@@ -81,8 +81,8 @@ async def test_no_secret_in_responses_health_or_logs(make_gateway: Any, unused_t
     assert 400 in statuses and any(s >= 500 for s in statuses), statuses
     assert "Incorrect API key provided: ***" in "".join(seen)   # the echo arrived, redacted
     logs = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
-    assert f"Redis at redis://***@127.0.0.1:{unused_tcp_port}" in logs   # failed, said so safely
-    assert f'"url": "redis://***@127.0.0.1:{unused_tcp_port}/0"' in "".join(seen)   # /health
+    assert f"Redis at redis://user:****@127.0.0.1:{unused_tcp_port}" in logs   # failed, said so safely
+    assert f'"url": "redis://user:****@127.0.0.1:{unused_tcp_port}/0"' in "".join(seen)   # /health
     # the access log names the caller by its key's id, never by the key
     assert "client_key_id=lim" in logs
     assert "client_key_id=key-" + hashlib.sha256(CLIENT_KEY.encode()).hexdigest()[:8] in logs

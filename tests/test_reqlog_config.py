@@ -52,4 +52,4 @@ def test_describe_masks_the_password() -> None:
     config = config_from_dict({"logs": {"database_url": "postgresql://gw:s3cret@db:5432/logs"}})
     info = open_request_log(config.logs).describe()
     assert info["backend"] == "postgresql" and "s3cret" not in info["url"]
-    assert info["url"] == "postgresql://gw:***@db:5432/logs"
+    assert info["url"] == "postgresql://gw:****@db:5432/logs"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from p5proxy.shared_redis import SharedRedis, mask_url
+from p5proxy.masking import mask_text
+from p5proxy.shared_redis import SharedRedis
 from tests.fakes.redis_server import RedisServer
 
 
@@ -45,7 +46,8 @@ async def test_a_paused_redis_costs_at_most_the_operation_deadline(
 
 
 def test_health_never_shows_the_password() -> None:
-    assert mask_url("redis://:s3cret@cache:6379/0") == "redis://***@cache:6379/0"
-    assert mask_url("redis://user:s3cret@cache/1") == "redis://***@cache/1"
-    assert mask_url("redis://cache:6379/0") == "redis://cache:6379/0"
+    assert mask_text("redis://:s3cret@cache:6379/0") == "redis://:****@cache:6379/0"
+    assert mask_text("redis://user:s3cret@cache/1") == "redis://user:****@cache/1"
+    assert mask_text("rediss://cache:6379/0?password=s3cret") == "rediss://cache:6379/0?password=****"
+    assert mask_text("redis://cache:6379/0") == "redis://cache:6379/0"
     assert "s3cret" not in str(SharedRedis("redis://:s3cret@127.0.0.1:1/0").describe())

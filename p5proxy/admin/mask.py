@@ -13,16 +13,14 @@ import dataclasses
 import re
 from typing import Any
 
+from ..masking import mask_text
+
 __all__ = ["mask_secret", "mask_text", "masked", "config_view"]
 
 _SECRET_WORDS = frozenset(("key", "keys", "secret", "secrets", "password", "passwd", "pass",
                            "pwd", "token", "authorization", "auth", "cookie", "credential",
                            "credentials", "sha256", "apikey", "dsn"))
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+|(?<=[a-z])(?=[0-9])")
-_URL_USERINFO = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
-_QUERY_SECRET = re.compile(
-    r"(?P<pre>[?&][^=&#\s]*(?:key|token|secret|password|passwd|auth|sig)[^=&#\s]*=)[^&#\s]+",
-    re.IGNORECASE)
 
 
 def mask_secret(value: Any) -> str:
@@ -31,14 +29,6 @@ def mask_secret(value: Any) -> str:
     if not text:
         return ""
     return "****" + text[-4:] if len(text) >= 16 else "****"
-
-
-def mask_text(text: str) -> str:
-    """Mask URL passwords and secret query parameters inside any string."""
-    if "://" not in text and "=" not in text:
-        return text
-    text = _URL_USERINFO.sub(r"\g<pre>****@", text)
-    return _QUERY_SECRET.sub(r"\g<pre>****", text)
 
 
 def _is_secret_name(name: str) -> bool:

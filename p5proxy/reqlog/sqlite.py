@@ -20,7 +20,8 @@ _TYPES = {"real": "REAL", "int": "INTEGER", "text": "TEXT"}
 # formats two AttributeErrors (no __adapt__, no __conform__) before binding NULL: a row's half
 # dozen empty columns made that 40% of the insert, with the GIL held. An adapter registered for
 # NoneType that returns None (a C method, no Python frame) binds the same NULL without them.
-sqlite3.register_adapter(type(None), {}.get)
+_NONE_IS_NULL: Callable[[None], None] = {}.get   # type: ignore[assignment]
+sqlite3.register_adapter(type(None), _NONE_IS_NULL)
 
 
 def sqlite_path(url: str) -> str:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import metrics
 from ..errors import P5ProxyError
+from ..masking import mask_text
 
 if TYPE_CHECKING:
     from ..config import LogsConfig
@@ -107,7 +108,7 @@ class Backend(abc.ABC):
         """Run one statement; the number of rows it changed."""
 
     def masked_url(self) -> str:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", self.url)
+        return mask_text(self.url)
 
     def ddl(self, types: dict[str, str], id_column: str) -> list[str]:
         cols = ", ".join(f"{name} {types[kind]}" for name, kind in COLUMNS)
