@@ -157,6 +157,50 @@ def test_openai_plain_text_fast_path_gives_the_general_paths_events(
     assert _events(OpenAIStreamParser("p"), datas) == _events(_general_only(), datas)
 
 
+# How servers write the same chunk: orjson's compact UTF-8, Python's json (ASCII escapes,
+# spaces after separators), and both
+_WRITERS = [lambda c: orjson.dumps(c).decode(),
+            lambda c: json.dumps(c),
+            lambda c: json.dumps(c, ensure_ascii=False, separators=(",", ":"))]
+_TEXTS = st.one_of(st.text(max_size=6), st.sampled_from(
+    ['"', "\\", "\n", '\\"', "p5proxy probe", "content", '","', "é", "\u2028", "\t", "}"]))
+
+
+@given(texts=st.lists(_TEXTS, min_size=1, max_size=10), writer=st.sampled_from(_WRITERS),
+       changes=st.lists(st.sampled_from(["id", "model", "extra", "usage", "finish"]), max_size=3),
+       data=st.data())
+@PROPS
+def test_openai_learned_chunk_envelope_gives_the_general_paths_events(
+        texts: list[str], writer: Any, changes: list[str], data: Any) -> None:
+    """A stream's later chunks are read by their learned envelope (parse.py _learn): whatever
+    the text and however the server writes its JSON, the events are the general path's. Some
+    chunks differ from the first in their envelope: those must not be read by it."""
+    def chunk(text: str, change: str | None = None) -> dict[str, Any]:
+        c: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7,
+                             "model": "m", "choices": [{"index": 0, "delta": {"content": text},
+                                                        "logprobs": None, "finish_reason": None}]}
+        if change == "id":
+            c["id"] = "chatcmpl-2"
+        elif change == "model":
+            c["model"] = text or "n"
+        elif change == "extra":
+            c["obfuscation"] = text
+        elif change == "usage":
+            c["usage"] = {"prompt_tokens": 1, "completion_tokens": 2}
+        elif change == "finish":
+            c["choices"][0]["finish_reason"] = "stop"
+        return c
+    role = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "m",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                         "logprobs": None, "finish_reason": None}]}
+    chunks = [role] + [chunk(t) for t in texts]
+    for change in changes:
+        at = data.draw(st.integers(1, len(chunks)))
+        chunks.insert(at, chunk(data.draw(_TEXTS), change))
+    datas = [writer(c) for c in chunks] + ["[DONE]"]
+    assert _events(OpenAIStreamParser("p"), datas) == _events(_general_only(), datas)
+
+
 @pytest.mark.parametrize("name", ["openai_upstream_stream.sse", "openai_quirks.sse"])
 def test_openai_recordings_parse_the_same_with_and_without_the_fast_path(name: str) -> None:
     datas = [data for _, data in run(SSEDecoder(repair=True), [(DATA / name).read_bytes()])]
