@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -150,8 +151,6 @@ def test_json_formatter_merges_access_fields() -> None:
 
 def test_generated_request_ids_sort_by_time_and_stay_unique() -> None:
     """Time-ordered ids keep the request log's index on them growing at its end."""
-    import time
-
     from p5proxy.ids import request_id
     early = [request_id() for _ in range(2000)]
     time.sleep(0.002)
@@ -159,6 +158,23 @@ def test_generated_request_ids_sort_by_time_and_stay_unique() -> None:
     assert len(set(early)) == len(early)
     assert all(len(rid) == 28 and rid.startswith("req_01") and rid.isascii() for rid in early)
     assert all(rid[:13] <= late[:13] for rid in early) and early[0] < late
+
+
+def test_the_time_part_of_request_ids_is_the_milliseconds_in_base62(monkeypatch: Any) -> None:
+    """ids.py keeps the time's high digits between calls and takes the last two from a table:
+    across the table's wrap (every 3,844 ms) the text must stay the plain conversion."""
+    from p5proxy import ids
+
+    def plain(ms: int) -> str:
+        return "".join(ids._DIGITS[ms // 62 ** i % 62] for i in reversed(range(7)))
+
+    wrap = 1_795_000_000_000 // 3844 * 3844
+    seen = []
+    for ms in (wrap - 3845, wrap - 2, wrap - 1, wrap, wrap + 1, wrap + 3843, wrap + 3844, wrap - 1):
+        monkeypatch.setattr(time, "time_ns", lambda ms=ms: ms * 1_000_000 + 999_999)
+        seen.append(ids._time62(7))
+        assert seen[-1] == plain(ms), ms
+    assert seen[:-1] == sorted(seen[:-1])   # the order of the times (the last one went back)
 
 
 def test_a_forked_worker_does_not_reuse_the_parents_random_characters() -> None:
