@@ -11,7 +11,9 @@ import re
 
 __all__ = ["mask_text"]
 
-_URL_USERINFO = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
+# the password runs to the `@`: a `/` in it (unencoded) must not end it and leave the rest
+# shown; a port followed by a path with an `@` in it is masked too, which only hides more
+_URL_USERINFO = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
 _QUERY_SECRET = re.compile(
     r"(?P<pre>[?&][^=&#\s]*(?:key|token|secret|password|passwd|auth|sig)[^=&#\s]*=)[^&#\s]+",
     re.IGNORECASE)

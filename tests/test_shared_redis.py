@@ -50,4 +50,5 @@ def test_health_never_shows_the_password() -> None:
     assert mask_text("redis://user:s3cret@cache/1") == "redis://user:****@cache/1"
     assert mask_text("rediss://cache:6379/0?password=s3cret") == "rediss://cache:6379/0?password=****"
     assert mask_text("redis://cache:6379/0") == "redis://cache:6379/0"
+    assert mask_text("postgresql://app:pa/ss@db/x") == "postgresql://app:****@db/x"   # unencoded /
     assert "s3cret" not in str(SharedRedis("redis://:s3cret@127.0.0.1:1/0").describe())
