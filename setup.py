@@ -35,6 +35,7 @@ COMPILED = [
     "p5proxy/protocols/anthropic/render.py",
     "p5proxy/protocols/mapping.py",
     "p5proxy/protocols/blocks.py",
+    "p5proxy/protocols/envelope.py",
     "p5proxy/protocols/_json.py",
     "p5proxy/protocols/_check.py",
     "p5proxy/sse.py",

@@ -6,6 +6,8 @@ and even CPU time per request move by ±15% between runs.
     .venv/bin/python bench/instructions.py                    # this checkout, oa_ns, 500 requests
     .venv/bin/python bench/instructions.py /tmp/before .      # two trees, same requests
     .venv/bin/python bench/instructions.py . --body cc --n 100 --top 25
+    .venv/bin/python bench/instructions.py . --body an_stream \
+        --gateway-yaml 'models: {claude-bench: {provider: mockanthropic, model: claude-bench}}'
 
 Each tree's gateway runs under callgrind with instrumentation off until it has answered a
 warm-up; then `--n` requests go one after another (keep-alive, one connection) and only those
@@ -93,6 +95,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=500, help="requests counted per tree (default 500)")
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--top", type=int, default=0, help="also list the N largest functions")
+    ap.add_argument("--gateway-yaml", default="", help="YAML appended to every gateway's config")
     a = ap.parse_args()
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if shutil.which(tool) is None:
@@ -114,7 +117,7 @@ def main() -> int:
         for i, tree in enumerate(a.trees):
             port, name = free_port(), f"gw{i}"
             config = out / f"{name}.yaml"
-            config.write_text(gateway_config(port, mock, mock, out / f"{name}.db"))
+            config.write_text(gateway_config(port, mock, mock, out / f"{name}.db", a.gateway_yaml))
             graph = out / f"callgrind-{name}.out"
             proc = procs.start(name, ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                                       f"--callgrind-out-file={graph}",

@@ -137,7 +137,7 @@ _CHUNKS = st.fixed_dictionaries(
               "error": st.one_of(st.none(), st.just({"message": "boom"}))})
 
 
-def _events(parser: OpenAIStreamParser, datas: list[str]) -> list[str]:
+def _events(parser: Any, datas: list[str]) -> list[str]:
     """The events as text (errors are exceptions, which compare by identity)."""
     out: list[Any] = []
     for data in datas:
@@ -205,3 +205,41 @@ def test_openai_learned_chunk_envelope_gives_the_general_paths_events(
 def test_openai_recordings_parse_the_same_with_and_without_the_fast_path(name: str) -> None:
     datas = [data for _, data in run(SSEDecoder(repair=True), [(DATA / name).read_bytes()])]
     assert _events(OpenAIStreamParser("p"), datas) == _events(_general_only(), datas)
+
+
+@given(blocks=st.lists(st.tuples(st.sampled_from(["text", "tool"]),
+                                 st.lists(_TEXTS, min_size=1, max_size=6)), min_size=1, max_size=4),
+       writer=st.sampled_from(_WRITERS), data=st.data())
+@PROPS
+def test_anthropic_learned_text_envelope_gives_the_general_paths_events(
+        blocks: list[tuple[str, list[str]]], writer: Any, data: Any) -> None:
+    """Anthropic text_delta events are read by an envelope learned per text block (the index
+    is in it): text blocks between tool calls, any text, any JSON writer, and now and then an
+    event of another shape at the same index give the events of a parser that reads all."""
+    objs: list[dict[str, Any]] = [{"type": "message_start", "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": [],
+        "stop_reason": None, "usage": {"input_tokens": 3, "output_tokens": 0}}}]
+    for index, (kind, texts) in enumerate(blocks):
+        block = ({"type": "text", "text": ""} if kind == "text" else
+                 {"type": "tool_use", "id": f"toolu_{index}", "name": "f", "input": {}})
+        objs.append({"type": "content_block_start", "index": index, "content_block": block})
+        for text in texts:
+            delta = ({"type": "text_delta", "text": text} if kind == "text" else
+                     {"type": "input_json_delta", "partial_json": text})
+            objs.append({"type": "content_block_delta", "index": index, "delta": delta})
+            if data.draw(st.integers(0, 5)) == 0:   # same index, another shape
+                objs.append({"type": "content_block_delta", "index": index,
+                             "delta": {"type": "text_delta", "text": text, "extra": 1}})
+        objs.append({"type": "content_block_stop", "index": index})
+    objs += [{"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+              "usage": {"output_tokens": 5}}, {"type": "message_stop"}]
+    datas = [writer(o) for o in objs]
+    assert _events(AnthropicStreamParser("p"), datas) == \
+        _events(AnthropicStreamParser("p", text_fast_path=False), datas)
+
+
+@pytest.mark.parametrize("name", ["anthropic_upstream_stream.sse", "anthropic_quirks.sse"])
+def test_anthropic_recordings_parse_the_same_with_and_without_the_fast_path(name: str) -> None:
+    datas = [data for _, data in run(SSEDecoder(repair=True), [(DATA / name).read_bytes()])]
+    assert _events(AnthropicStreamParser("p"), datas) == \
+        _events(AnthropicStreamParser("p", text_fast_path=False), datas)

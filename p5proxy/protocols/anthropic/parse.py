@@ -11,6 +11,7 @@ from ...canonical import (BlockStart, BlockStop, ErrorEvent, MessageDelta, Messa
                           TextPart, ThinkingDelta, ThinkingPart, ToolCallPart, ToolInputDelta, Usage)
 from ...errors import UpstreamProtocolError, UpstreamStatusError, kind_for_status
 from .._json import loads_values
+from ..envelope import LEARN_TRIES, Envelope, learn
 from ..mapping import usage_from_anthropic
 
 __all__ = ["AnthropicStreamParser", "parse_response", "parse_error"]
@@ -66,22 +67,46 @@ class AnthropicStreamParser:
     """Feed (event, data) pairs; events come back nearly 1:1. Routes on data.type, not on the
     event name (some Anthropic-compatible upstreams omit `event:` lines)."""
 
-    __slots__ = ("provider", "usage", "done", "_stopped")
+    __slots__ = ("provider", "usage", "done", "_stopped", "_fast", "_envelope", "_index",
+                 "_learns")
 
-    def __init__(self, provider: str = "") -> None:
+    def __init__(self, provider: str = "", *, text_fast_path: bool = True) -> None:
         self.provider = provider
         self.usage = Usage()
         self.done = False
         self._stopped: str | None = None   # stop_reason once message_delta was seen
+        self._fast = text_fast_path   # off: every event is parsed (tests)
+        # what surrounds the text of this stream's text_delta events (envelope.py), learned
+        # again for a new text block (the index is part of it)
+        self._envelope: Envelope | None = None
+        self._index = 0
+        self._learns = 0
 
     def feed(self, event: str, data: str) -> list[StreamEvent]:
         if self.done or not data or data == "[DONE]":
             return []
+        envelope = self._envelope
+        if envelope is not None:
+            text = envelope.text(data)
+            if text is not None:
+                return [TextDelta(self._index, text)]
+        values = loads_values(data, self.provider)
         out: list[StreamEvent] = []
-        for obj in loads_values(data, self.provider):
+        for obj in values:
             if isinstance(obj, dict) and not self.done:
                 out.extend(self._feed_obj(event, obj))
+        if self._fast and len(values) == 1 and len(out) == 1 and type(out[0]) is TextDelta \
+                and self._learns < LEARN_TRIES and values[0].get("type") == "content_block_delta":
+            self._learn(data, values[0], out[0])
         return out
+
+    def _learn(self, data: str, obj: dict[str, Any], ev: TextDelta) -> None:
+        if self._envelope is not None and ev.index == self._index:
+            return   # this block's envelope did not fit this event: it will not fit the next
+        self._learns += 1
+        self._index = ev.index
+        delta = obj.get("delta")
+        self._envelope = learn(data, obj, delta, "text") if isinstance(delta, dict) else None
 
     def _feed_obj(self, event: str, obj: dict[str, Any]) -> list[StreamEvent]:
         etype = obj.get("type") or event

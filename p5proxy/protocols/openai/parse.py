@@ -18,12 +18,12 @@ from ...errors import UpstreamProtocolError, UpstreamStatusError, kind_for_statu
 from ...ids import tool_call_id
 from .._json import loads_values
 from ..blocks import DeltaBlocks
+from ..envelope import LEARN_TRIES, Envelope, learn
 from ..mapping import stop_from_openai, usage_from_openai
 
 __all__ = ["OpenAIStreamParser", "parse_response", "parse_error"]
 
 _ENVELOPE = ("id", "object", "created", "model", "choices", "usage")
-_PROBE = "p5proxy probe"   # any text without quotes, backslashes or control characters
 
 
 def parse_error(status: int, body: Any, *, provider: str = "",
@@ -46,7 +46,7 @@ def parse_error(status: int, body: Any, *, provider: str = "",
 
 class OpenAIStreamParser(DeltaBlocks):
     __slots__ = ("provider", "done", "_started", "_tools", "_finish", "_stop_sequence", "_usage",
-                 "_saw_tool", "_out_chars", "_fast", "_head", "_tail")
+                 "_saw_tool", "_out_chars", "_fast", "_envelope", "_learns")
 
     def __init__(self, provider: str = "", *, plain_text_fast_path: bool = True) -> None:
         super().__init__()
@@ -60,10 +60,11 @@ class OpenAIStreamParser(DeltaBlocks):
         self._usage: Usage | None = None
         self._saw_tool = False
         self._out_chars = 0
-        # The envelope of this stream's plain-text chunks, learned from the first one: the text
-        # before and after its content string (None: not seen yet; "": none usable, see _learn)
-        self._head: str | None = None
-        self._tail = ""
+        # what surrounds the content string of this stream's plain-text chunks, learned from
+        # one of the first (envelope.py); once learned it is kept: an upstream whose chunks
+        # differ (a per-chunk field such as OpenAI's `obfuscation`) keeps the path below
+        self._envelope: Envelope | None = None
+        self._learns = 0
 
     def feed(self, event: str, data: str) -> list[StreamEvent]:
         if self.done or not data:
@@ -87,10 +88,9 @@ class OpenAIStreamParser(DeltaBlocks):
         open_ = self._open
         if open_ is None or open_[0] != "text":
             return None
-        head = self._head
-        if head and data.startswith(head) and data.endswith(self._tail) \
-                and len(data) >= len(head) + len(self._tail):
-            text = self._between(data, head)
+        envelope = self._envelope
+        if envelope is not None:
+            text = envelope.text(data)
             if text is not None:
                 self._out_chars += len(text)
                 return text
@@ -114,45 +114,10 @@ class OpenAIStreamParser(DeltaBlocks):
         if content.__class__ is not str:
             return None
         self._out_chars += len(content)
-        if head is None:
-            self._learn(data, obj, delta, content)
+        if self._envelope is None and self._learns < LEARN_TRIES:
+            self._learns += 1
+            self._envelope = learn(data, obj, delta, "content")
         return content
-
-    def _learn(self, data: str, obj: dict[str, Any], delta: dict[str, Any], content: str) -> None:
-        """Keep what surrounds the content string of this plain chunk. Servers write every
-        chunk of a stream alike (same id, model, created, field order), so a later chunk that
-        starts and ends the same way is the same object with another string in the middle:
-        its text is read without parsing the whole chunk. Learned once; an upstream whose
-        chunks differ (a per-chunk field such as OpenAI's `obfuscation`) keeps the full path."""
-        self._head = ""
-        quoted = '"' + orjson.dumps(content).decode()[1:-1] + '"'
-        at = data.find(quoted)
-        if at < 0 or data.find(quoted, at + 1) >= 0:   # written otherwise, or not only there
-            return
-        head, tail = data[:at + 1], data[at + len(quoted) - 1:]
-        # proof that the middle is the content and nothing else: another text there gives the
-        # same object with that text (`obj` is ours to change: only its content is kept)
-        delta["content"] = _PROBE
-        try:
-            same = orjson.loads(head + _PROBE + tail) == obj
-        except orjson.JSONDecodeError:
-            same = False
-        if same:
-            self._head, self._tail = head, tail
-
-    def _between(self, data: str, head: str) -> str | None:
-        """The content string between the learned head and tail, decoded; None when it may
-        not be one string (a quote in it could end it early: the full path decides)."""
-        raw = data[len(head):len(data) - len(self._tail)]
-        if '"' in raw:
-            return None
-        if "\\" not in raw:
-            return raw if raw.isprintable() else None   # control characters are not JSON
-        try:
-            text = orjson.loads('"' + raw + '"')
-        except orjson.JSONDecodeError:
-            return None
-        return text if isinstance(text, str) else None
 
     def feed_obj(self, obj: dict[str, Any]) -> list[StreamEvent]:
         out: list[StreamEvent] = []
