@@ -33,6 +33,20 @@ BODIES = {"oa_ns": "/v1/chat/completions", "oa_stream": "/v1/chat/completions",
           "an_ns": "/v1/messages", "an_stream": "/v1/messages", "cc": "/v1/messages"}
 
 
+def headers_for(path: str) -> dict[str, str]:
+    return AN_HEADERS if path == "/v1/messages" else OA_HEADERS
+
+
+def start_mock(procs: Procs, out: Path) -> int:
+    """The fast mock (20 chunks per stream, no delay) on the load core; its port."""
+    mock = free_port()
+    procs.start("mock", [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(mock),
+                         "--chunks", "20", "--delay-ms", "0"], cpu=str(LOAD_CPU))
+    if not wait_ready(f"http://127.0.0.1:{mock}/health", procs.procs["mock"]):
+        raise SystemExit(f"the mock did not start; see {out}/logs")
+    return mock
+
+
 def serve_cmd(tree: Path, config: Path) -> list[str]:
     # `-m p5proxy` would import the checkout the bench runs from (its working directory comes
     # first on sys.path), whatever PYTHONPATH says: put the tree first explicitly
@@ -60,11 +74,7 @@ def main() -> int:
     bodies = write_bodies(out / "bodies")
     procs = Procs(out / "logs")
     try:
-        mock = free_port()
-        procs.start("mock", [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(mock),
-                             "--chunks", "20", "--delay-ms", "0"], cpu=str(LOAD_CPU))
-        if not wait_ready(f"http://127.0.0.1:{mock}/health", procs.procs["mock"]):
-            raise SystemExit(f"the mock did not start; see {out}/logs")
+        mock = start_mock(procs, out)
         ports: dict[str, int] = {}
         for name, tree, extra in (("A", a.tree_a, a.yaml_a), ("B", a.tree_b, a.yaml_b)):
             ports[name] = free_port()
@@ -78,7 +88,7 @@ def main() -> int:
                           "--port", str(ports["R"])], cpu=PROXY_CPU)
         time.sleep(1.5)
         path = BODIES[a.body]
-        headers = AN_HEADERS if path == "/v1/messages" else OA_HEADERS
+        headers = headers_for(path)
         rps: dict[str, list[float]] = {"A": [], "B": [], "R": []}
         cpu: dict[str, list[float]] = {"A": [], "B": [], "R": []}
         for name in rps:   # warm-up

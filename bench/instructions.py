@@ -34,9 +34,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from ab import BODIES, serve_cmd  # noqa: E402
-from benchlib import AN_HEADERS, OA_HEADERS, Procs, free_port, wait_ready  # noqa: E402
-from run import LOAD_CPU, PROXY_CPU, gateway_config, write_bodies  # noqa: E402
+from ab import BODIES, headers_for, serve_cmd, start_mock  # noqa: E402
+from benchlib import Procs, free_port, wait_ready  # noqa: E402
+from run import PROXY_CPU, gateway_config, write_bodies  # noqa: E402
 
 
 def send(port: int, path: str, body: bytes, headers: dict[str, str], n: int) -> None:
@@ -105,14 +105,10 @@ def main() -> int:
     bodies = write_bodies(out / "bodies")
     body = bodies[a.body].read_bytes()
     path = BODIES[a.body]
-    headers = AN_HEADERS if path == "/v1/messages" else OA_HEADERS
+    headers = headers_for(path)
     procs = Procs(out / "logs")
     try:
-        mock = free_port()
-        procs.start("mock", [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(mock),
-                             "--chunks", "20", "--delay-ms", "0"], cpu=str(LOAD_CPU))
-        if not wait_ready(f"http://127.0.0.1:{mock}/health", procs.procs["mock"]):
-            raise SystemExit(f"the mock did not start; see {out}/logs")
+        mock = start_mock(procs, out)
         results = []
         for i, tree in enumerate(a.trees):
             port, name = free_port(), f"gw{i}"
