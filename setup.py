@@ -38,6 +38,7 @@ COMPILED = [
     "p5proxy/protocols/envelope.py",
     "p5proxy/protocols/_json.py",
     "p5proxy/protocols/_check.py",
+    "p5proxy/rawjson.py",
     "p5proxy/sse.py",
     "p5proxy/aggregate.py",
     "p5proxy/tokens.py",

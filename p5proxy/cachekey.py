@@ -18,6 +18,7 @@ import orjson
 
 from .canonical import ChatRequest
 from .provider import Route
+from .rawjson import json_default
 
 __all__ = ["cache_key", "BILLING_LINE"]
 
@@ -48,5 +49,5 @@ def cache_key(req: ChatRequest, route: Route, tenant: str) -> str:
         elif name == "system":
             value = _system_without_billing(value)
         h.update(name.encode())
-        h.update(orjson.dumps(value))
+        h.update(orjson.dumps(value, default=json_default))   # raw tool schemas as sent
     return h.hexdigest()

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from .rawjson import RawJSON
+
 __all__ = [
     "TextPart", "ImagePart", "ToolCallPart", "ToolResultPart", "ThinkingPart", "RawPart", "Part",
     "Message", "Tool", "ToolChoice", "Thinking", "ChatRequest", "Usage",
@@ -92,7 +94,7 @@ class Message:
 class Tool:
     name: str
     description: str | None
-    input_schema: dict[str, Any]
+    input_schema: dict[str, Any] | RawJSON   # RawJSON: as the client sent it (rawjson.py)
     meta: Meta = None              # cache_control, strict, ... (Anthropic-side extras)
     raw: dict[str, Any] | None = None  # server tools (typed, e.g. web_search_20250305): kept whole
 

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .appkeys import BODY, STATE
 from .errors import InvalidRequest, PayloadTooLarge, RequestError
+from .rawjson import LAZY_FROM, RawJSON, split_body
 
 __all__ = ["RequestTimeout", "read_body", "read_json", "parse_json", "too_deep"]
 
@@ -61,6 +62,12 @@ _ORJSON_MAX_DEPTH = 254
 _COUNT_BELOW = 16 * 1024
 
 
+def _as_leaf(value: Any) -> None:
+    """Raw schemas (rawjson.py) are measured apart: here they count as leaves."""
+    if not isinstance(value, RawJSON):
+        raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def too_deep(value: Any, limit: int, raw: bytes | None = None) -> bool:
     """Whether arrays/objects nest deeper than `limit` (the body itself is level 1)."""
     if not (type(value) is dict or type(value) is list) or not 0 < limit < _ORJSON_MAX_DEPTH:
@@ -71,7 +78,7 @@ def too_deep(value: Any, limit: int, raw: bytes | None = None) -> bool:
     for _ in range(_ORJSON_MAX_DEPTH - limit):
         wrapped = [wrapped]
     try:
-        orjson.dumps(wrapped)
+        orjson.dumps(wrapped, default=_as_leaf)
     except orjson.JSONEncodeError as exc:
         if "ecursion" in str(exc):
             return True
@@ -87,10 +94,20 @@ async def read_json(request: web.Request) -> Any:
     return parse_json(raw, request.app[STATE].config.server.max_json_depth)
 
 
-def parse_json(raw: bytes, depth: int) -> Any:
-    """`raw` as JSON; 400 naming `body` for an empty, invalid or too deeply nested one."""
+def parse_json(raw: bytes, depth: int, schema_path: tuple[str, ...] | None = None) -> Any:
+    """`raw` as JSON; 400 naming `body` for an empty, invalid or too deeply nested one.
+    With `schema_path`, a large body's tool schemas (`tools[i].<schema_path>`) stay JSON
+    bytes (rawjson.py)."""
     if not raw:
         raise InvalidRequest("body: the request body is empty; send a JSON object", param="body")
+    if schema_path is not None and len(raw) >= LAZY_FROM:
+        split = split_body(raw, schema_path, depth)
+        if split is not None:   # else parsed whole below, for orjson's error message
+            value, suspects = split   # the schemas count as leaves in the first check
+            if too_deep(value, depth, raw) or any(
+                    too_deep(schema.value(), depth - above) for schema, above in suspects):
+                raise _depth_error(depth)
+            return value
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -19,10 +19,12 @@ class Surface:
     error_body: Callable[..., dict[str, Any]]
     error_status: Callable[..., int]
     request_id_header: str
+    schema_path: tuple[str, ...]   # where a tool's JSON schema sits in it (kept raw: rawjson.py)
 
 
 ANTHROPIC = Surface("anthropic", anthropic.decode_request, anthropic.AnthropicStreamRenderer,
                     anthropic.render_response, anthropic.error_body, anthropic.error_status,
-                    "request-id")
+                    "request-id", ("input_schema",))
 OPENAI = Surface("openai", openai.decode_request, openai.OpenAIStreamRenderer,
-                 openai.render_response, openai.error_body, openai.error_status, "x-request-id")
+                 openai.render_response, openai.error_body, openai.error_status, "x-request-id",
+                 ("function", "parameters"))

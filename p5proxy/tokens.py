@@ -7,6 +7,7 @@ from __future__ import annotations
 import orjson
 
 from .canonical import ChatRequest, ImagePart, Part, RawPart, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
+from .rawjson import schema_json
 
 __all__ = ["estimate_input_tokens", "estimate_from_body_size"]
 
@@ -62,7 +63,7 @@ def estimate_input_tokens(req: ChatRequest) -> int:
     tokens = 0
     for tool in req.tools:
         chars += len(tool.name) + len(tool.description or "")
-        chars += len(orjson.dumps(tool.raw if tool.raw is not None else tool.input_schema))
+        chars += len(orjson.dumps(tool.raw if tool.raw is not None else schema_json(tool.input_schema)))
         tokens += _PER_TOOL
     for msg in req.messages:
         chars += sum(_chars(p) for p in msg.parts)

@@ -10,6 +10,7 @@ import orjson
 
 from .canonical import ImagePart, Message, Part, TextPart, Tool, ToolCallPart, ToolChoice, ToolResultPart
 from .toolxml import CLOSE, OPEN
+from .rawjson import schema_dict
 
 __all__ = ["render_instructions", "render_call", "render_results", "rewrite_history"]
 
@@ -45,7 +46,7 @@ def render_instructions(tools: list[Tool], choice: ToolChoice | None) -> str:
         spec: dict[str, Any] = {"name": tool.name}
         if tool.description:
             spec["description"] = tool.description
-        spec["parameters"] = _schema(tool.input_schema or {})
+        spec["parameters"] = _schema(schema_dict(tool.input_schema) or {})
         lines.append("<function>" + orjson.dumps(spec).decode() + "</function>\n")
     lines.append("</functions>")
     kind = choice.type if choice is not None else "auto"

@@ -23,6 +23,7 @@ from p5proxy.canonical import (BlockStart, BlockStop, ChatRequest, ErrorEvent, M
 from p5proxy.config import Config
 from p5proxy.filters import Filter, FilterRun
 from p5proxy.ids import tool_use_id
+from p5proxy.rawjson import schema_dict
 from p5proxy.toolprompt import render_instructions, rewrite_history
 from p5proxy.toolxml import CLOSE, CallArgs, CallEnd, CallStart, Output, Text, ToolCallExtractor
 
@@ -140,7 +141,7 @@ class ToolEmulation(Filter):
             stops = stops[:_OPENAI_STOP_LIMIT]
         req.stop = stops
         parallel = not (choice is not None and choice.disable_parallel)
-        schemas = {t.name: t.input_schema or {} for t in tools}
+        schemas = {t.name: schema_dict(t.input_schema) or {} for t in tools}
         return ToolEmulationRun(ToolCallExtractor(schemas, parallel=parallel))
 
 

@@ -16,6 +16,7 @@ from p5proxy.config import Config, ProviderConfig
 from p5proxy.errors import UpstreamError
 from p5proxy.protocols import anthropic as codec
 from p5proxy.provider import Provider, Route, StreamParser, UpstreamRequest
+from p5proxy.rawjson import json_default
 from p5proxy.thinking import is_minted_signature
 
 __all__ = ["AnthropicProvider"]
@@ -68,7 +69,7 @@ class AnthropicProvider(Provider):
             headers = {"anthropic-version": DEFAULT_VERSION}
         headers["Content-Type"] = "application/json"
         headers.update(self.extra_headers)
-        return UpstreamRequest(self.url, orjson.dumps(body), headers, req.stream)
+        return UpstreamRequest(self.url, orjson.dumps(body, default=json_default), headers, req.stream)
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}

@@ -19,6 +19,7 @@ from p5proxy.config import Config, ProviderConfig
 from p5proxy.errors import UpstreamError
 from p5proxy.protocols import openai as codec
 from p5proxy.provider import Provider, Route, StreamParser, UpstreamRequest
+from p5proxy.rawjson import json_default
 
 __all__ = ["OpenAIProvider"]
 
@@ -68,7 +69,7 @@ class OpenAIProvider(Provider):
                 reasoning_effort=_effort(req.thinking, self._option(route, "reasoning_effort")),
                 send_top_k=bool(self._option(route, "send_top_k", False)))
         headers = {"Content-Type": "application/json", **self.extra_headers}
-        return UpstreamRequest(self.url, orjson.dumps(body), headers, req.stream)
+        return UpstreamRequest(self.url, orjson.dumps(body, default=json_default), headers, req.stream)
 
     def stream_parser(self) -> StreamParser:
         return codec.OpenAIStreamParser(self.name)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import anthropic
+import orjson
 import openai
 import pytest
 from hypothesis import given, settings
@@ -205,6 +206,21 @@ async def test_request_carries_the_tools_as_instructions(gw: Gateway) -> None:
     system = sent["messages"][0]["content"]
     assert system.startswith("Be brief.") and '<invoke name="$FUNCTION_NAME">' in system
     assert '"name":"get_weather"' in system and '"description":"Local time"' in system
+
+
+async def test_large_request_carries_its_raw_schemas_as_instructions(gw: Gateway) -> None:
+    """A body past rawjson.LAZY_FROM keeps its schemas as JSON bytes: the instructions and the
+    typed arguments of the emulated call read them all the same."""
+    system = "Be brief. " * 1200   # ~12 KB
+    async with anthropic.AsyncAnthropic(base_url=gw.url, api_key="k", max_retries=0) as client:
+        gw.openai.replies.append(Reply(text=XML))
+        msg = await client.messages.create(model=EMU, max_tokens=50, messages=HI, tools=A_TOOLS,
+                                           system=system)
+    sent = gw.openai.last.json["messages"][0]["content"]
+    for tool in A_TOOLS:
+        assert orjson.dumps(tool["input_schema"]).decode() in sent
+    calls = [b for b in msg.content if b.type == "tool_use"]
+    assert [(c.name, c.input) for c in calls] == CALLS   # typed by the schemas: days is 3
 
 
 # tool_choice -----------------------------------------------------------------------------

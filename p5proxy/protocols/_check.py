@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from ..errors import InvalidRequest
+from ..rawjson import RawJSON
 
-__all__ = ["fail", "type_name", "opt_number", "opt_str", "opt_dict", "need_str", "need_int", "need_number", "need_list", "need_dict", "opt_bool"]
+__all__ = ["fail", "type_name", "opt_number", "opt_str", "opt_dict", "need_str", "need_int", "need_number", "need_list", "need_dict", "need_schema", "opt_bool"]
 
 
 def fail(param: str, message: str) -> NoReturn:
@@ -57,6 +58,11 @@ def need_dict(value: Any, param: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         fail(param, f"Input should be a valid object, got {type_name(value)}")
     return value
+
+
+def need_schema(value: Any, param: str) -> dict[str, Any] | RawJSON:
+    """A tool's JSON schema: an object, parsed or kept raw (already known to be an object)."""
+    return value if isinstance(value, RawJSON) else need_dict(value, param)
 
 
 def opt_bool(value: Any, param: str) -> bool:

@@ -6,7 +6,7 @@ from typing import Any
 
 from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPart, Thinking,
                           ThinkingPart, Tool, ToolCallPart, ToolChoice, ToolResultPart)
-from .._check import (fail, need_dict, need_int, need_list, need_str, opt_bool, opt_dict,
+from .._check import (fail, need_dict, need_int, need_list, need_schema, need_str, opt_bool, opt_dict,
                       opt_number, opt_str)
 
 __all__ = ["decode_request", "decode_blocks"]
@@ -103,7 +103,7 @@ def _tools(value: Any) -> list[Tool]:
         schema = tool.get("input_schema")
         tools.append(Tool(need_str(tool.get("name"), f"tools.{i}.name"),
                           opt_str(tool.get("description"), f"tools.{i}.description"),
-                          need_dict(schema, f"tools.{i}.input_schema") if schema is not None
+                          need_schema(schema, f"tools.{i}.input_schema") if schema is not None
                           else {"type": "object", "properties": {}},
                           _extras(tool, ("type", "name", "description", "input_schema"))))
     return tools

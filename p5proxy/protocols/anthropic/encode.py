@@ -8,6 +8,7 @@ from typing import Any
 from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPart, ThinkingPart,
                           ToolCallPart, ToolResultPart)
 from ...ids import anthropic_safe_id
+from ...rawjson import schema_json
 from ...thinking import is_minted_signature
 from .._check import fail
 
@@ -146,7 +147,7 @@ def encode_request(req: ChatRequest, *, model: str, max_tokens: int,
     if req.tools:
         body["tools"] = [t.raw if t.raw is not None else
                          {"name": t.name, **({"description": t.description} if t.description else {}),
-                          "input_schema": t.input_schema, **(t.meta or {})}
+                          "input_schema": schema_json(t.input_schema), **(t.meta or {})}
                          for t in req.tools]
         choice = _tool_choice(req)
         if choice:

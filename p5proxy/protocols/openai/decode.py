@@ -7,8 +7,8 @@ from typing import Any
 from ...aggregate import parse_tool_input
 from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPart, Thinking,
                           ThinkingPart, Tool, ToolCallPart, ToolChoice, ToolResultPart)
-from .._check import (fail, need_dict, need_int, need_list, need_str, opt_bool, opt_dict,
-                      opt_number, opt_str, type_name)
+from .._check import (fail, need_dict, need_int, need_list, need_schema, need_str, opt_bool,
+                      opt_dict, opt_number, opt_str, type_name)
 
 __all__ = ["decode_request", "parse_data_url"]
 
@@ -137,7 +137,7 @@ def _tools(raw: Any) -> list[Tool]:
         meta = {"strict": fn["strict"]} if fn.get("strict") is not None else None
         tools.append(Tool(need_str(fn.get("name"), f"tools.{i}.function.name"),
                           opt_str(fn.get("description"), f"tools.{i}.function.description"),
-                          need_dict(params, f"tools.{i}.function.parameters") if params is not None
+                          need_schema(params, f"tools.{i}.function.parameters") if params is not None
                           else {"type": "object", "properties": {}}, meta))
     return tools
 

@@ -9,6 +9,7 @@ import orjson
 
 from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPart, ThinkingPart,
                           ToolCallPart, ToolResultPart)
+from ...rawjson import without_meta_schema
 from ...thinking import is_minted_signature
 
 __all__ = ["encode_request", "system_text"]
@@ -136,12 +137,6 @@ def _messages(req: ChatRequest) -> list[dict[str, Any]]:
     return out
 
 
-def _schema(schema: dict[str, Any]) -> dict[str, Any]:
-    if "$schema" in schema:   # picky OpenAI-compatible servers reject the meta keyword
-        schema = {k: v for k, v in schema.items() if k != "$schema"}
-    return schema
-
-
 def _tool_choice(req: ChatRequest) -> Any:
     tc = req.tool_choice
     if tc is None:
@@ -159,7 +154,7 @@ def encode_request(req: ChatRequest, *, model: str, max_tokens: int | None, stre
     if tools:
         body["tools"] = [{"type": "function", "function": {
             "name": t.name, **({"description": t.description} if t.description else {}),
-            "parameters": _schema(t.input_schema)}} for t in tools]
+            "parameters": without_meta_schema(t.input_schema)}} for t in tools]
         choice = _tool_choice(req)
         if choice is not None:
             body["tool_choice"] = choice

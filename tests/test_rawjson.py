@@ -1,0 +1,167 @@
+"""Large bodies keep their tool schemas as JSON bytes (p5proxy/rawjson.py): upstreams must
+get what the whole parse would have sent them, and clients the same errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p5proxy.inputs import parse_json
+from p5proxy.rawjson import LAZY_FROM, RawJSON, json_default, schema_dict, without_meta_schema
+from tests.conftest import Gateway
+
+AN = {"anthropic-version": "2023-06-01", "x-api-key": "k", "content-type": "application/json"}
+OA = {"Authorization": "Bearer k", "content-type": "application/json"}
+META = "https://json-schema.org/draft/2020-12/schema"
+# long enough that every body here takes the split path
+SYSTEM = "You are a careful assistant. " * (LAZY_FROM // 20)
+
+SCHEMAS: list[dict[str, Any]] = [
+    {"$schema": META, "type": "object", "properties": {"command": {"type": "string"}},
+     "required": ["command"], "additionalProperties": False},
+    {"type": "object", "$schema": META, "properties": {}},            # not first: parsed
+    {"$schema": META},                                                   # nothing else
+    {"type": "object", "properties": {"$schema": {"type": "string"}}},  # a property so named
+    {},
+    {"type": "object", "description": "日本語 \"quoted\" \\ back\\slash \u0001 🚀 </tag>",
+     "properties": {"n": {"type": "number", "minimum": -1.5e-7, "maximum": 9007199254740993,
+                          "default": 0.1},
+                    "e": {"enum": [True, False, None, [], {}, [[1, [2]]]]}}},
+]
+
+
+def _expected_openai(schema: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in schema.items() if k != "$schema"}
+
+
+def _anthropic_tools() -> list[dict[str, Any]]:
+    return [{"name": f"tool_{i}", "description": f"tool number {i}", "input_schema": s,
+             **({"cache_control": {"type": "ephemeral"}} if i == 0 else {})}
+            for i, s in enumerate(SCHEMAS)]
+
+
+def _openai_tools() -> list[dict[str, Any]]:
+    return [{"type": "function", "function": {"name": f"tool_{i}", "parameters": s}}
+            for i, s in enumerate(SCHEMAS)]
+
+
+async def _post(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=data, headers=headers) as resp:
+            return resp.status, orjson.loads(await resp.read())
+
+
+def _message_body(model: str, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "max_tokens": 64, "system": SYSTEM,
+            "messages": [{"role": "user", "content": "hi"}], "tools": _anthropic_tools(), **extra}
+
+
+def _chat_body(model: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "system", "content": SYSTEM},
+                                         {"role": "user", "content": "hi"}],
+            "tools": _openai_tools()}
+
+
+async def test_large_anthropic_requests_reach_each_upstream_with_their_schemas(gateway: Gateway) -> None:
+    status, body = await _post(gateway.url + "/v1/messages",
+                               orjson.dumps(_message_body("claude-sonnet-4-5")), AN)
+    assert status == 200, body
+    sent = gateway.openai.last.json["tools"]   # translated: OpenAI functions without $schema
+    assert [t["function"]["parameters"] for t in sent] == [_expected_openai(s) for s in SCHEMAS]
+    assert [t["function"]["name"] for t in sent] == [f"tool_{i}" for i in range(len(SCHEMAS))]
+
+    status, body = await _post(gateway.url + "/v1/messages",
+                               orjson.dumps(_message_body("claude-native", x_unknown={"a": [1]})), AN)
+    assert status == 200, body
+    sent_body = gateway.anthropic.last.json   # same protocol: every field as the client sent it
+    assert [t["input_schema"] for t in sent_body["tools"]] == SCHEMAS
+    assert sent_body["tools"][0]["cache_control"] == {"type": "ephemeral"}
+    assert sent_body["x_unknown"] == {"a": [1]}
+
+
+async def test_large_openai_requests_reach_each_upstream_with_their_schemas(gateway: Gateway) -> None:
+    status, body = await _post(gateway.url + "/v1/chat/completions",
+                               orjson.dumps(_chat_body("gpt-4o")), OA)
+    assert status == 200, body
+    assert [t["function"]["parameters"] for t in gateway.openai.last.json["tools"]] == SCHEMAS
+
+    status, body = await _post(gateway.url + "/v1/chat/completions",
+                               orjson.dumps(_chat_body("gpt-via-claude")), OA)
+    assert status == 200, body
+    assert [t["input_schema"] for t in gateway.anthropic.last.json["tools"]] == SCHEMAS
+
+
+async def test_large_bodies_get_the_same_errors(gateway: Gateway) -> None:
+    url = gateway.url + "/v1/messages"
+    good = orjson.dumps(_message_body("claude-sonnet-4-5"))
+    bad_utf8 = good.replace("日本語".encode(), b"\xff\xfe", 1)   # inside a schema
+    status, body = await _post(url, bad_utf8, AN)
+    assert status == 400 and body["error"]["message"].startswith("body: invalid JSON"), body
+    status, body = await _post(url, good + b" x", AN)
+    assert status == 400 and body["error"]["message"].startswith("body: invalid JSON"), body
+
+    not_object = _message_body("claude-sonnet-4-5")
+    not_object["tools"][2]["input_schema"] = "object"
+    status, body = await _post(url, orjson.dumps(not_object), AN)
+    assert status == 400 and body["error"]["message"].startswith("tools.2.input_schema:"), body
+
+    def nested(levels: int) -> dict[str, Any]:   # a schema `levels` objects deep
+        schema: dict[str, Any] = {"type": "string"}
+        for _ in range(levels - 1):
+            schema = {"type": "object", "properties": {"p": schema}}
+        return schema
+
+    # body, tools and the tool are three levels; every `properties` adds one more
+    for levels, allowed in ((31, True), (32, False), (120, False)):
+        deep = _message_body("claude-sonnet-4-5")
+        deep["tools"][1]["input_schema"] = nested(levels)   # 2 * levels - 1 objects deep
+        status, body = await _post(url, orjson.dumps(deep), AN)
+        assert (status == 200) is allowed, (levels, body)
+        if not allowed:
+            assert body["error"]["message"].startswith("body: JSON nested deeper than 64"), body
+
+    # an integer past 64 bits: simdjson refuses it, orjson's whole parse takes it (as a float)
+    huge = b"123456789012345678901234567890"
+    big = good.replace(b'"maximum":9007199254740993', b'"maximum":' + huge)
+    assert big != good
+    status, body = await _post(url, big, AN)
+    assert status == 200, body
+    sent = gateway.openai.last.json["tools"][5]["function"]["parameters"]
+    assert sent["properties"]["n"]["maximum"] == orjson.loads(huge)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2 ** 63, 2 ** 64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["$schema", "type", "properties", "x", "é"]),
+                                json_values, max_size=5), min_size=1, max_size=4),
+       st.booleans())
+def test_the_split_agrees_with_the_whole_parse(schemas: list[dict[str, Any]], anthropic: bool) -> None:
+    if anthropic:
+        tools: list[Any] = [{"name": "f", "input_schema": s} for s in schemas]
+        path: tuple[str, ...] = ("input_schema",)
+    else:
+        tools = [{"type": "function", "function": {"name": "f", "parameters": s}} for s in schemas]
+        path = ("function", "parameters")
+    raw = orjson.dumps({"model": "m", "system": SYSTEM, "tools": tools})
+    whole = parse_json(raw, 64)
+    split = parse_json(raw, 64, path)
+    assert orjson.loads(orjson.dumps(split, default=json_default)) == whole
+    for i, schema in enumerate(schemas):
+        kept = split["tools"][i]["input_schema"] if anthropic else \
+            split["tools"][i]["function"]["parameters"]
+        assert isinstance(kept, RawJSON) and schema_dict(kept) == schema and kept == schema
+        # read like the dict it stands for, for plugins that look into a tool's schema
+        assert dict(kept.items()) == schema and list(kept) == list(schema)
+        assert len(kept) == len(schema) and kept.get("type") == schema.get("type")
+        assert ("x" in kept) == ("x" in schema)
+        assert orjson.loads(orjson.dumps(without_meta_schema(kept))) == _expected_openai(schema)
