@@ -49,5 +49,5 @@ def cache_key(req: ChatRequest, route: Route, tenant: str) -> str:
         elif name == "system":
             value = _system_without_billing(value)
         h.update(name.encode())
-        h.update(orjson.dumps(value, default=json_default))   # raw tool schemas as sent
+        h.update(orjson.dumps(value, default=json_default))   # tool schemas kept as bytes too
     return h.hexdigest()

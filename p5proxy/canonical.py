@@ -94,7 +94,7 @@ class Message:
 class Tool:
     name: str
     description: str | None
-    input_schema: dict[str, Any] | RawJSON   # RawJSON: as the client sent it (rawjson.py)
+    input_schema: dict[str, Any] | RawJSON   # RawJSON: kept as JSON bytes (rawjson.py)
     meta: Meta = None              # cache_control, strict, ... (Anthropic-side extras)
     raw: dict[str, Any] | None = None  # server tools (typed, e.g. web_search_20250305): kept whole
 

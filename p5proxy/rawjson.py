@@ -156,16 +156,23 @@ def split_body(raw: bytes, schema_path: tuple[str, ...],
     and words the errors as on every other path."""
     try:
         doc = _parse(raw)
-        if not isinstance(doc, simdjson.Object):
+        if not isinstance(doc, simdjson.Object) or _repeats_a_key(doc):
             return None
         body: dict[str, Any] = {}
         suspects: list[tuple[RawJSON, int]] = []
         for key in doc.keys():
             value = doc[key]
             if key == "tools" and isinstance(value, simdjson.Array):
-                body[key] = [_split_tool(tool, schema_path, 3, depth, suspects)
-                             if isinstance(tool, simdjson.Object) else _value(tool)
-                             for tool in value]
+                tools: list[Any] = []
+                for tool in value:
+                    if not isinstance(tool, simdjson.Object):
+                        tools.append(_value(tool))
+                        continue
+                    node = _split_tool(tool, schema_path, 3, depth, suspects)
+                    if node is None:
+                        return None
+                    tools.append(node)
+                body[key] = tools
             else:
                 body[key] = _value(value)
         return body, suspects
@@ -173,16 +180,29 @@ def split_body(raw: bytes, schema_path: tuple[str, ...],
         return None
 
 
+def _repeats_a_key(obj: Any) -> bool:
+    """A key given twice: simdjson's lookup finds the first, orjson keeps the last; such a
+    body takes orjson's whole parse, so that the last wins on every path."""
+    keys = list(obj.keys())
+    return len(set(keys)) != len(keys)
+
+
 def _split_tool(fields: Any, path: tuple[str, ...], above: int, depth: int,
-                suspects: list[tuple[RawJSON, int]]) -> dict[str, Any]:
-    """One object on the way to a schema, `above` levels deep; `path` leads on to the schema."""
+                suspects: list[tuple[RawJSON, int]]) -> dict[str, Any] | None:
+    """One object on the way to a schema, `above` levels deep; `path` leads on to the schema.
+    None when it gives a key twice (see _repeats_a_key)."""
+    if _repeats_a_key(fields):
+        return None
     node: dict[str, Any] = {}
     for key in fields.keys():
         item = fields[key]
         if key != path[0] or not isinstance(item, simdjson.Object):
             node[key] = _value(item)
         elif len(path) > 1:
-            node[key] = _split_tool(item, path[1:], above + 1, depth, suspects)
+            inner = _split_tool(item, path[1:], above + 1, depth, suspects)
+            if inner is None:
+                return None
+            node[key] = inner
         else:
             schema = _schema(item)
             if schema.data.count(b"{") + schema.data.count(b"[") + above > depth:

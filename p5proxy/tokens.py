@@ -63,7 +63,8 @@ def estimate_input_tokens(req: ChatRequest) -> int:
     tokens = 0
     for tool in req.tools:
         chars += len(tool.name) + len(tool.description or "")
-        chars += len(orjson.dumps(tool.raw if tool.raw is not None else schema_json(tool.input_schema)))
+        schema = tool.raw if tool.raw is not None else schema_json(tool.input_schema)
+        chars += len(orjson.dumps(schema))
         tokens += _PER_TOOL
     for msg in req.messages:
         chars += sum(_chars(p) for p in msg.parts)

@@ -69,7 +69,9 @@ class AnthropicProvider(Provider):
             headers = {"anthropic-version": DEFAULT_VERSION}
         headers["Content-Type"] = "application/json"
         headers.update(self.extra_headers)
-        return UpstreamRequest(self.url, orjson.dumps(body, default=json_default), headers, req.stream)
+        # json_default: large requests keep their tool schemas as JSON bytes (rawjson.py)
+        return UpstreamRequest(self.url, orjson.dumps(body, default=json_default), headers,
+                               req.stream)
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}

@@ -69,7 +69,9 @@ class OpenAIProvider(Provider):
                 reasoning_effort=_effort(req.thinking, self._option(route, "reasoning_effort")),
                 send_top_k=bool(self._option(route, "send_top_k", False)))
         headers = {"Content-Type": "application/json", **self.extra_headers}
-        return UpstreamRequest(self.url, orjson.dumps(body, default=json_default), headers, req.stream)
+        # json_default: large requests keep their tool schemas as JSON bytes (rawjson.py)
+        return UpstreamRequest(self.url, orjson.dumps(body, default=json_default), headers,
+                               req.stream)
 
     def stream_parser(self) -> StreamParser:
         return codec.OpenAIStreamParser(self.name)

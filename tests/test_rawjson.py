@@ -165,3 +165,11 @@ def test_the_split_agrees_with_the_whole_parse(schemas: list[dict[str, Any]], an
         assert len(kept) == len(schema) and kept.get("type") == schema.get("type")
         assert ("x" in kept) == ("x" in schema)
         assert orjson.loads(orjson.dumps(without_meta_schema(kept))) == _expected_openai(schema)
+
+
+def test_a_repeated_key_keeps_the_last_value_as_the_whole_parse_does() -> None:
+    tool = b'{"name":"first","input_schema":{"type":"object"},"name":"second"}'
+    for raw in (b'{"model":"a","system":"' + SYSTEM.encode() + b'","tools":[' + tool + b'],"model":"b"}',
+                b'{"model":"a","system":"' + SYSTEM.encode() + b'","tools":[' + tool + b']}'):
+        split = parse_json(raw, 64, ("input_schema",))
+        assert orjson.loads(orjson.dumps(split, default=json_default)) == orjson.loads(raw)

@@ -6,8 +6,8 @@ from typing import Any
 
 from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPart, Thinking,
                           ThinkingPart, Tool, ToolCallPart, ToolChoice, ToolResultPart)
-from .._check import (fail, need_dict, need_int, need_list, need_schema, need_str, opt_bool, opt_dict,
-                      opt_number, opt_str)
+from .._check import (fail, need_dict, need_int, need_list, need_schema, need_str, opt_bool,
+                      opt_dict, opt_number, opt_str)
 
 __all__ = ["decode_request", "decode_blocks"]
 

@@ -137,7 +137,8 @@ def _tools(raw: Any) -> list[Tool]:
         meta = {"strict": fn["strict"]} if fn.get("strict") is not None else None
         tools.append(Tool(need_str(fn.get("name"), f"tools.{i}.function.name"),
                           opt_str(fn.get("description"), f"tools.{i}.function.description"),
-                          need_schema(params, f"tools.{i}.function.parameters") if params is not None
+                          need_schema(params, f"tools.{i}.function.parameters")
+                          if params is not None
                           else {"type": "object", "properties": {}}, meta))
     return tools
 
