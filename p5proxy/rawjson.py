@@ -123,10 +123,15 @@ def without_meta_schema(schema: dict[str, Any] | RawJSON) -> Any:
 
 
 _parser = simdjson.Parser()
+# A parser keeps buffers as large as the largest document it has read: bodies past this size get
+# a parser of their own, freed with the request, so one huge request does not stay in the RSS.
+_SHARED_UP_TO = 1 << 20
 
 
 def _parse(raw: bytes) -> Any:
     global _parser
+    if len(raw) > _SHARED_UP_TO:
+        return simdjson.Parser().parse(raw)
     try:
         return _parser.parse(raw)
     except RuntimeError as exc:

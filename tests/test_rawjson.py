@@ -173,3 +173,14 @@ def test_a_repeated_key_keeps_the_last_value_as_the_whole_parse_does() -> None:
                 b'{"model":"a","system":"' + SYSTEM.encode() + b'","tools":[' + tool + b']}'):
         split = parse_json(raw, 64, ("input_schema",))
         assert orjson.loads(orjson.dumps(split, default=json_default)) == orjson.loads(raw)
+
+
+def test_a_body_past_a_mebibyte_is_split_by_a_parser_of_its_own() -> None:
+    tools = [{"name": f"t{i}", "input_schema": s} for i, s in enumerate(SCHEMAS)]
+    raw = orjson.dumps({"model": "m", "system": "x" * (1 << 20), "tools": tools})
+    split = parse_json(raw, 64, ("input_schema",))
+    assert all(isinstance(t["input_schema"], RawJSON) for t in split["tools"])
+    assert orjson.loads(orjson.dumps(split, default=json_default)) == orjson.loads(raw)
+    small = orjson.dumps({"model": "m", "system": SYSTEM, "tools": tools})   # the shared one
+    assert orjson.loads(orjson.dumps(parse_json(small, 64, ("input_schema",)),
+                                     default=json_default)) == orjson.loads(small)
