@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,9 +12,8 @@ from hypothesis import strategies as st
 from p5proxy.inputs import parse_json
 from p5proxy.rawjson import LAZY_FROM, RawJSON, json_default, schema_dict, without_meta_schema
 from tests.conftest import Gateway
+from tests.test_limits_input import AN, OA, post_raw
 
-AN = {"anthropic-version": "2023-06-01", "x-api-key": "k", "content-type": "application/json"}
-OA = {"Authorization": "Bearer k", "content-type": "application/json"}
 META = "https://json-schema.org/draft/2020-12/schema"
 # long enough that every body here takes the split path
 SYSTEM = "You are a careful assistant. " * (LAZY_FROM // 20)
@@ -49,12 +47,6 @@ def _openai_tools() -> list[dict[str, Any]]:
             for i, s in enumerate(SCHEMAS)]
 
 
-async def _post(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(url, data=data, headers=headers) as resp:
-            return resp.status, orjson.loads(await resp.read())
-
-
 def _message_body(model: str, **extra: Any) -> dict[str, Any]:
     return {"model": model, "max_tokens": 64, "system": SYSTEM,
             "messages": [{"role": "user", "content": "hi"}], "tools": _anthropic_tools(), **extra}
@@ -67,14 +59,14 @@ def _chat_body(model: str) -> dict[str, Any]:
 
 
 async def test_large_anthropic_requests_reach_each_upstream_with_their_schemas(gateway: Gateway) -> None:
-    status, body = await _post(gateway.url + "/v1/messages",
+    status, body = await post_raw(gateway.url + "/v1/messages",
                                orjson.dumps(_message_body("claude-sonnet-4-5")), AN)
     assert status == 200, body
     sent = gateway.openai.last.json["tools"]   # translated: OpenAI functions without $schema
     assert [t["function"]["parameters"] for t in sent] == [_expected_openai(s) for s in SCHEMAS]
     assert [t["function"]["name"] for t in sent] == [f"tool_{i}" for i in range(len(SCHEMAS))]
 
-    status, body = await _post(gateway.url + "/v1/messages",
+    status, body = await post_raw(gateway.url + "/v1/messages",
                                orjson.dumps(_message_body("claude-native", x_unknown={"a": [1]})), AN)
     assert status == 200, body
     sent_body = gateway.anthropic.last.json   # same protocol: every field as the client sent it
@@ -84,12 +76,12 @@ async def test_large_anthropic_requests_reach_each_upstream_with_their_schemas(g
 
 
 async def test_large_openai_requests_reach_each_upstream_with_their_schemas(gateway: Gateway) -> None:
-    status, body = await _post(gateway.url + "/v1/chat/completions",
+    status, body = await post_raw(gateway.url + "/v1/chat/completions",
                                orjson.dumps(_chat_body("gpt-4o")), OA)
     assert status == 200, body
     assert [t["function"]["parameters"] for t in gateway.openai.last.json["tools"]] == SCHEMAS
 
-    status, body = await _post(gateway.url + "/v1/chat/completions",
+    status, body = await post_raw(gateway.url + "/v1/chat/completions",
                                orjson.dumps(_chat_body("gpt-via-claude")), OA)
     assert status == 200, body
     assert [t["input_schema"] for t in gateway.anthropic.last.json["tools"]] == SCHEMAS
@@ -99,14 +91,14 @@ async def test_large_bodies_get_the_same_errors(gateway: Gateway) -> None:
     url = gateway.url + "/v1/messages"
     good = orjson.dumps(_message_body("claude-sonnet-4-5"))
     bad_utf8 = good.replace("日本語".encode(), b"\xff\xfe", 1)   # inside a schema
-    status, body = await _post(url, bad_utf8, AN)
+    status, body = await post_raw(url, bad_utf8, AN)
     assert status == 400 and body["error"]["message"].startswith("body: invalid JSON"), body
-    status, body = await _post(url, good + b" x", AN)
+    status, body = await post_raw(url, good + b" x", AN)
     assert status == 400 and body["error"]["message"].startswith("body: invalid JSON"), body
 
     not_object = _message_body("claude-sonnet-4-5")
     not_object["tools"][2]["input_schema"] = "object"
-    status, body = await _post(url, orjson.dumps(not_object), AN)
+    status, body = await post_raw(url, orjson.dumps(not_object), AN)
     assert status == 400 and body["error"]["message"].startswith("tools.2.input_schema:"), body
 
     def nested(levels: int) -> dict[str, Any]:   # a schema `levels` objects deep
@@ -119,7 +111,7 @@ async def test_large_bodies_get_the_same_errors(gateway: Gateway) -> None:
     for levels, allowed in ((31, True), (32, False), (120, False)):
         deep = _message_body("claude-sonnet-4-5")
         deep["tools"][1]["input_schema"] = nested(levels)   # 2 * levels - 1 objects deep
-        status, body = await _post(url, orjson.dumps(deep), AN)
+        status, body = await post_raw(url, orjson.dumps(deep), AN)
         assert (status == 200) is allowed, (levels, body)
         if not allowed:
             assert body["error"]["message"].startswith("body: JSON nested deeper than 64"), body
@@ -128,7 +120,7 @@ async def test_large_bodies_get_the_same_errors(gateway: Gateway) -> None:
     huge = b"123456789012345678901234567890"
     big = good.replace(b'"maximum":9007199254740993', b'"maximum":' + huge)
     assert big != good
-    status, body = await _post(url, big, AN)
+    status, body = await post_raw(url, big, AN)
     assert status == 200, body
     sent = gateway.openai.last.json["tools"][5]["function"]["parameters"]
     assert sent["properties"]["n"]["maximum"] == orjson.loads(huge)
