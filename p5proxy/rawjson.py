@@ -161,11 +161,12 @@ def split_body(raw: bytes, schema_path: tuple[str, ...],
     and words the errors as on every other path."""
     try:
         doc = _parse(raw)
-        if not isinstance(doc, simdjson.Object) or _repeats_a_key(doc):
+        keys = _unique_keys(doc) if isinstance(doc, simdjson.Object) else None
+        if keys is None:
             return None
         body: dict[str, Any] = {}
         suspects: list[tuple[RawJSON, int]] = []
-        for key in doc.keys():
+        for key in keys:
             value = doc[key]
             if key == "tools" and isinstance(value, simdjson.Array):
                 tools: list[Any] = []
@@ -185,21 +186,23 @@ def split_body(raw: bytes, schema_path: tuple[str, ...],
         return None
 
 
-def _repeats_a_key(obj: Any) -> bool:
-    """A key given twice: simdjson's lookup finds the first, orjson keeps the last; such a
-    body takes orjson's whole parse, so that the last wins on every path."""
+def _unique_keys(obj: Any) -> list[str] | None:
+    """The object's keys; None when one is given twice: simdjson's lookup finds the first,
+    orjson keeps the last, so such a body takes orjson's whole parse and the last wins on
+    every path."""
     keys = list(obj.keys())
-    return len(set(keys)) != len(keys)
+    return keys if len(set(keys)) == len(keys) else None
 
 
 def _split_tool(fields: Any, path: tuple[str, ...], above: int, depth: int,
                 suspects: list[tuple[RawJSON, int]]) -> dict[str, Any] | None:
     """One object on the way to a schema, `above` levels deep; `path` leads on to the schema.
-    None when it gives a key twice (see _repeats_a_key)."""
-    if _repeats_a_key(fields):
+    None when it gives a key twice (see _unique_keys)."""
+    keys = _unique_keys(fields)
+    if keys is None:
         return None
     node: dict[str, Any] = {}
-    for key in fields.keys():
+    for key in keys:
         item = fields[key]
         if key != path[0] or not isinstance(item, simdjson.Object):
             node[key] = _value(item)
