@@ -58,6 +58,7 @@ COMPILED = [
     "p5proxy/routing.py",
     "p5proxy/keypool.py",
     "p5proxy/deadlines.py",
+    "p5proxy/http1.py",
     "p5proxy/upstream_calls.py",
     "p5proxy/attempts.py",
     "p5proxy/routes/chat.py",

@@ -22,7 +22,7 @@ from __future__ import annotations
 __all__ = [
     "P5ProxyError", "ConfigError", "PluginError", "RequestError", "InvalidRequest", "AuthError",
     "UnknownModel", "PayloadTooLarge", "UpstreamError", "UpstreamTimeout", "UpstreamConnectError",
-    "UpstreamStatusError", "UpstreamProtocolError", "kind_for_status",
+    "UpstreamStatusError", "UpstreamProtocolError", "HTTPError", "kind_for_status",
 ]
 
 
@@ -105,6 +105,12 @@ class UpstreamStatusError(UpstreamError):
 class UpstreamProtocolError(UpstreamError):
     status = 502
     kind = "api_error"
+
+
+class HTTPError(Exception):
+    """The upstream broke HTTP/1.1 (p5proxy/http1.py): a malformed answer, or the connection
+    lost mid-answer. The upstream call turns it into one of the errors above. (Here, not in
+    http1.py: that module is compiled, and its classes may derive only from compiled ones.)"""
 
 
 _KIND_BY_STATUS = {

@@ -22,10 +22,12 @@ from .canonical import HEARTBEAT, StreamEvent
 from .config import ServerConfig, Timeouts
 from .deadlines import Deadlines
 from .errors import UpstreamProtocolError, UpstreamTimeout
+from .http1 import Pool, Target, target_of
 from .imagefetch import ImageFetcher
 from .provider import Provider, UpstreamRequest
 from .sse import SSEDecoder
-from .upstream_calls import Waited, events_of, last_events, one_shot, read_json, send
+from .upstream_calls import (BROKEN, UpstreamResponse, Waited, events_of, last_events, one_shot,
+                             read_json, send)
 
 __all__ = ["UpstreamClient", "Waited"]
 
@@ -39,11 +41,13 @@ _STREAM_TYPES = frozenset(("text/event-stream", "application/x-ndjson"))
 class UpstreamClient:
     def __init__(self, server: ServerConfig) -> None:
         self.server = server
-        self.session: aiohttp.ClientSession | None = None
+        self.pool: Pool | None = None                     # direct connections
+        self.session: aiohttp.ClientSession | None = None   # through a proxy
         self.images = ImageFetcher()   # only for providers with `fetch_images`
         self.deadlines: Deadlines   # set by start(), on the loop it serves
         # parsed once: aiohttp would parse a URL string and build its timeout on every request
         self._urls: dict[str, URL] = {}
+        self._targets: dict[str, Target] = {}
         self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
 
     def _url(self, url: str) -> URL:
@@ -54,6 +58,14 @@ class UpstreamClient:
             parsed = self._urls[url] = URL(url)
         return parsed
 
+    def _target(self, url: str) -> Target:
+        target = self._targets.get(url)
+        if target is None:
+            if len(self._targets) >= 1024:
+                self._targets.clear()
+            target = self._targets[url] = target_of(self._url(url))
+        return target
+
     def _client_timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
         made = self._timeouts.get(timeouts)
         if made is None:
@@ -63,6 +75,7 @@ class UpstreamClient:
 
     async def start(self) -> None:
         self.deadlines = Deadlines(asyncio.get_running_loop())
+        self.pool = Pool(self.server.pool_limit, self.server.pool_limit_per_host)
         connector = aiohttp.TCPConnector(limit=self.server.pool_limit,
                                          limit_per_host=self.server.pool_limit_per_host,
                                          ttl_dns_cache=300, enable_cleanup_closed=True)
@@ -76,17 +89,24 @@ class UpstreamClient:
                                              json_serialize=lambda o: orjson.dumps(o).decode())
 
     async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
         if self.session is not None:
             await self.session.close()
         await self.images.close()
 
     async def events(self, provider: Provider, ureq: UpstreamRequest, timeouts: Timeouts,
                      waited: Waited | None = None) -> AsyncIterator[Batch]:
-        assert self.session is not None, "UpstreamClient.start() was not awaited"
+        assert self.pool is not None and self.session is not None, \
+            "UpstreamClient.start() was not awaited"
         waited = waited or Waited()
         started = time.monotonic()
-        resp = await send(self.session, self.deadlines, provider, ureq, self._url(ureq.url),
-                          timeouts, self._client_timeout(timeouts), waited)
+        if provider.proxy.url is None:
+            resp = await send(self.pool, self.deadlines, provider, ureq, self._target(ureq.url),
+                              timeouts, self._client_timeout(timeouts), waited)
+        else:   # CONNECT and proxy authentication: aiohttp's client does them
+            resp = await send(self.session, self.deadlines, provider, ureq, self._url(ureq.url),
+                              timeouts, self._client_timeout(timeouts), waited)
         # The request is sent: let its body go. A stream lives long, and orjson's output
         # keeps the buffer it was written into (4 KiB for a small body).
         stream_wanted = ureq.stream
@@ -106,7 +126,7 @@ class UpstreamClient:
         finally:
             resp.close()   # never returns an unfinished connection to the pool
 
-    async def _stream(self, resp: aiohttp.ClientResponse, provider: Provider, timeouts: Timeouts,
+    async def _stream(self, resp: UpstreamResponse, provider: Provider, timeouts: Timeouts,
                       started: float, waited: Waited) -> AsyncIterator[Batch]:
         decoder = provider.stream_decoder()
         parser = provider.stream_parser()
@@ -137,7 +157,7 @@ class UpstreamClient:
                                           f"{timeouts.idle:g}s", provider=provider.name) from None
                 yield _HEARTBEAT_BATCH
                 continue
-            except aiohttp.ClientError as exc:
+            except BROKEN as exc:
                 raise UpstreamProtocolError(f"upstream {provider.name} broke the stream: {exc}",
                                             provider=provider.name) from None
             if not chunk:

@@ -14,12 +14,17 @@ from yarl import URL
 from .canonical import MessageStart, StreamEvent
 from .config import Timeouts
 from .deadlines import Deadlines
-from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+from .errors import HTTPError, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+from .http1 import Pool, Response, Target
 from .provider import Provider, UpstreamRequest
 
-__all__ = ["send", "read_json", "one_shot", "events_of", "last_events", "Waited"]
+__all__ = ["send", "read_json", "one_shot", "events_of", "last_events", "Waited",
+           "UpstreamResponse", "BROKEN"]
 
 Batch = list[StreamEvent]
+# direct upstreams answer through p5proxy/http1.py, proxied ones through aiohttp's client
+UpstreamResponse = Response | aiohttp.ClientResponse
+BROKEN = (HTTPError, aiohttp.ClientError)   # what reading either one's body may raise
 
 
 class Waited:
@@ -35,31 +40,38 @@ class Waited:
         self.fallback: str | None = None
 
 
-async def send(session: aiohttp.ClientSession, deadlines: Deadlines, provider: Provider,
-               ureq: UpstreamRequest, url: URL, timeouts: Timeouts,
-               client_timeout: aiohttp.ClientTimeout, waited: Waited) -> aiohttp.ClientResponse:
-    """Send the request; the response once its headers are in (within `first_byte`)."""
+async def send(upstream: Pool | aiohttp.ClientSession, deadlines: Deadlines, provider: Provider,
+               ureq: UpstreamRequest, where: Target | URL, timeouts: Timeouts,
+               client_timeout: aiohttp.ClientTimeout, waited: Waited) -> UpstreamResponse:
+    """Send the request; the response once its headers are in (within `first_byte`). A Pool
+    takes a Target, aiohttp's session (for a proxy) a URL and `client_timeout`."""
     t0 = time.perf_counter()
     try:
         async with deadlines.after(timeouts.first_byte) as deadline:   # includes connecting
-            return await session.request(ureq.method, url, data=ureq.body, headers=ureq.headers,
-                                         timeout=client_timeout, proxy=provider.proxy.url)
+            if isinstance(upstream, Pool):
+                assert isinstance(where, Target)
+                return await upstream.request(where, ureq.method, ureq.headers, ureq.body,
+                                              timeouts.connect)
+            assert isinstance(where, URL)
+            return await upstream.request(ureq.method, where, data=ureq.body,
+                                          headers=ureq.headers, timeout=client_timeout,
+                                          proxy=provider.proxy.url)
     except TimeoutError as exc:
         if deadline.expired():
             raise UpstreamTimeout(f"upstream {provider.name} did not answer within "
                                   f"{timeouts.first_byte:g}s", provider=provider.name) from None
-        # aiohttp's connect timeout (also a TimeoutError), or a TLS handshake's
+        # the connect timeout (also a TimeoutError), or a TLS handshake's
         raise UpstreamTimeout(f"cannot reach upstream {provider.name}: {exc or 'timed out'}"
                               f" (connect timeout {timeouts.connect:g}s)",
                               provider=provider.name) from None
-    except aiohttp.ClientError as exc:
+    except (OSError, HTTPError, aiohttp.ClientError) as exc:
         raise UpstreamConnectError(f"cannot reach upstream {provider.name}: {exc}",
                                    provider=provider.name) from None
     finally:
         waited.seconds += time.perf_counter() - t0
 
 
-async def read_json(deadlines: Deadlines, resp: aiohttp.ClientResponse, timeouts: Timeouts,
+async def read_json(deadlines: Deadlines, resp: UpstreamResponse, timeouts: Timeouts,
                     provider: Provider, waited: Waited, head: bytes = b"") -> Any:
     """The rest of the body (after `head`) as JSON, read within the idle deadline. An error
     status's body that is not JSON becomes {"error": {"message": its text}}."""
@@ -73,7 +85,7 @@ async def read_json(deadlines: Deadlines, resp: aiohttp.ClientResponse, timeouts
     except TimeoutError:
         raise UpstreamTimeout(f"upstream {provider.name} stalled while sending its answer",
                               provider=provider.name) from None
-    except aiohttp.ClientError as exc:
+    except BROKEN as exc:
         raise UpstreamProtocolError(f"upstream {provider.name} broke the connection: {exc}",
                                     provider=provider.name) from None
     finally:
@@ -109,7 +121,7 @@ def last_events(decoder: Any, parser: Any) -> Batch:
     return tail
 
 
-def one_shot(body: Any, resp: aiohttp.ClientResponse, provider: Provider) -> Batch:
+def one_shot(body: Any, resp: UpstreamResponse, provider: Provider) -> Batch:
     """A whole JSON answer as one batch of events (an error body raises)."""
     if not isinstance(body, dict):
         raise UpstreamProtocolError("upstream answered with a non-object body",
