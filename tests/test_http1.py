@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import orjson
 import pytest
+import trustme
 
 from tests.conftest import start_gateway
 from tests.fakes.raw_server import RawServer
@@ -203,3 +206,41 @@ async def test_an_upstream_error_status_keeps_its_body_and_headers(aiohttp_serve
         await answer(url)
     assert "slow down" in caught.value.message
     assert caught.value.response.headers["retry-after"] == "7"
+
+
+class ScriptedTLS(Scripted):
+    def __init__(self, context: ssl.SSLContext, *scripts: Any) -> None:
+        super().__init__(*scripts)
+        self.context = context
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_https_upstreams_are_verified(aiohttp_server: Any, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            trusted: bool) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    if trusted:   # the client context is made on the first TLS connection, from the defaults
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    fake = ScriptedTLS(server_context, length_framed(ANSWER))
+    await fake.start()
+    try:
+        cfg = config(f"https://localhost:{fake.port}/v1", retry={"attempts": 1})
+        url = await start_gateway(aiohttp_server, cfg)
+        if trusted:
+            assert await answer(url) == "scripted answer"
+            assert b"Host: localhost:%d" % fake.port in fake.requests[0]
+        else:
+            with pytest.raises(openai.APIStatusError) as caught:
+                await answer(url)
+            assert caught.value.status_code == 502
+            assert "CERTIFICATE_VERIFY_FAILED" in caught.value.message
+            assert fake.requests == []
+    finally:
+        await fake.stop()
