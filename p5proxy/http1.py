@@ -85,6 +85,7 @@ class Body:
 
     def __init__(self, conn: Connection) -> None:
         self._conn: Connection | None = conn   # None once the body is complete or broken
+        self._loop = conn.pool.loop
         self._chunks: list[bytes] = []
         self._size = 0
         self._eof = False
@@ -111,7 +112,7 @@ class Body:
                 raise self._exc
             if self._eof:
                 return b""
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            waiter = self._waiter = self._loop.create_future()
             try:
                 await waiter
             finally:
@@ -245,7 +246,7 @@ class Connection:
             raise HTTPError("the upstream closed the connection")
         self._mode = _HEAD
         self._no_body = no_body
-        waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Response] = self.pool.loop.create_future()
         self._head_waiter = waiter
         if len(body) < 16384:
             transport.write(head + body)
@@ -457,20 +458,23 @@ class _Deflate:
 
 
 def _chunk_size(line: bytes) -> int:
-    size = line.partition(b";")[0].strip()
-    try:
-        if not size or size.startswith((b"-", b"+", b"0x", b"0X")):
-            raise ValueError
-        return int(size, 16)
-    except ValueError:
-        raise HTTPError(f"the upstream sent an invalid chunk size: {line[:40]!r}") from None
+    size = line if line.isalnum() else line.partition(b";")[0].strip(b" \t")   # extensions
+    if not size or len(size) > 15 or size.lstrip(_HEX_DIGITS):
+        raise HTTPError(f"the upstream sent an invalid chunk size: {line[:40]!r}")
+    return int(size, 16)
+
+
+_HEX_DIGITS: Final = b"0123456789abcdefABCDEF"
 
 
 class Pool:
     """Keep-alive connections per (host, port, TLS); `limit` connections in use at most (0: no
-    limit), `limit_per_host` per host; requests beyond them wait for one to come free."""
+    limit), `limit_per_host` per host; requests beyond them wait for one to come free. Made on
+    the event loop it serves."""
 
     def __init__(self, limit: int, limit_per_host: int) -> None:
+        # looked up once: asyncio.get_running_loop() is a getpid() system call on Python 3.11
+        self.loop = asyncio.get_running_loop()
         self.limit = limit
         self.limit_per_host = limit_per_host
         self._idle: dict[tuple[str, int, bool], list[Connection]] = {}
@@ -513,7 +517,7 @@ class Pool:
             while idle:
                 conn = idle.pop()
                 if not now:
-                    now = asyncio.get_running_loop().time()
+                    now = self.loop.time()
                 if conn.closed or now - conn.idle_since > KEEPALIVE:
                     conn.close()
                     continue
@@ -521,7 +525,7 @@ class Pool:
                 return conn
             if self._has_room(key):
                 break
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self.loop.create_future()
             self._waiters.append(waiter)
             try:
                 await waiter
@@ -541,7 +545,7 @@ class Pool:
         return conn
 
     async def _connect(self, conn: Connection, target: Target, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         tls: ssl.SSLContext | None = None
         if target.tls:
             if self._ssl is None:
@@ -595,7 +599,7 @@ class Pool:
         """A response is complete and its connection reusable."""
         if not self._give_back(conn):
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         conn.idle_since = loop.time()
         self._idle.setdefault(conn.key, []).append(conn)
         if self._sweeper is None:
@@ -611,7 +615,7 @@ class Pool:
     def _sweep(self) -> None:
         """Close connections idle past KEEPALIVE; look again while any are left."""
         self._sweeper = None
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         for key, conns in list(self._idle.items()):
             keep = [c for c in conns if not c.closed and now - c.idle_since <= KEEPALIVE]
             for conn in conns:
@@ -622,7 +626,7 @@ class Pool:
             else:
                 del self._idle[key]
         if self._idle:
-            self._sweeper = asyncio.get_running_loop().call_later(KEEPALIVE, self._sweep)
+            self._sweeper = self.loop.call_later(KEEPALIVE, self._sweep)
 
 
 def _head(target: Target, method: str, headers: dict[str, str], length: int) -> bytes:
