@@ -305,6 +305,10 @@ class Connection:
                     size = _chunk_size(line)
                     if size == 0:
                         self._mode = _TRAILERS
+                    elif pos + size + 2 <= end and data.startswith(b"\r\n", pos + size):
+                        # the whole chunk is here (usual for a stream: one event per chunk)
+                        out.append(data[pos:pos + size])
+                        pos += size + 2
                     else:
                         self._left = size
                         self._mode = _CHUNK_DATA
