@@ -18,7 +18,7 @@ from aiohttp import web
 
 from .appkeys import BODY, STATE
 from .errors import InvalidRequest, PayloadTooLarge, RequestError
-from .rawjson import LAZY_FROM, RawJSON, split_body
+from .rawjson import LAZY_FROM, RawJSON, nests_deeper, split_body
 
 __all__ = ["RequestTimeout", "read_body", "read_json", "parse_json", "too_deep"]
 
@@ -104,7 +104,7 @@ def parse_json(raw: bytes, depth: int, schema_path: tuple[str, ...] | None = Non
         split = split_body(raw, schema_path, depth)
         if split is not None:   # else parsed whole below, for orjson's error message
             value, suspects = split   # the schemas count as leaves in the first check
-            if too_deep(value, depth, raw) or any(
+            if (0 < depth < _ORJSON_MAX_DEPTH and nests_deeper(value, depth)) or any(
                     too_deep(schema.value(), depth - above) for schema, above in suspects):
                 raise _depth_error(depth)
             return value

@@ -116,6 +116,25 @@ async def test_large_bodies_get_the_same_errors(gateway: Gateway) -> None:
         if not allowed:
             assert body["error"]["message"].startswith("body: JSON nested deeper than 64"), body
 
+    # outside the schemas: lists nested in a tool call's input
+    for levels, allowed in ((58, True), (59, False)):
+        inner: Any = "leaf"
+        for _ in range(levels):
+            inner = [inner]
+        deep = _message_body("claude-sonnet-4-5")
+        deep["metadata"] = {"user_id": "u"}
+        deep["messages"] = [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "tool_0",
+                                               "input": {"deep": inner}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                          "content": "ok"}]}]
+        # body > messages > message > content > block > input > deep: 6 levels, then `inner`
+        status, body = await post_raw(url, orjson.dumps(deep), AN)
+        assert (status == 200) is allowed, (levels, body)
+        if not allowed:
+            assert body["error"]["message"].startswith("body: JSON nested deeper than 64"), body
+
     # an integer past 64 bits: simdjson refuses it, orjson's whole parse takes it (as a float)
     huge = b"123456789012345678901234567890"
     big = good.replace(b'"maximum":9007199254740993', b'"maximum":' + huge)
