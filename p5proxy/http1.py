@@ -4,8 +4,8 @@ an asyncio protocol that parses its responses itself.
 Why not aiohttp's client, which the gateway used before and which proxied upstreams still use
 (p5proxy/upstream_calls.py): every `ClientSession.request` builds a request object, a response
 object, a multidict of default headers, trace hooks, a timer context and a connection wrapper,
-and reads the answer through a stream reader: about a fifth of the gateway's CPU time per
-small request. Here a request is one write of preformatted bytes and its answer is parsed where
+and reads the answer through a stream reader: about a third of the gateway's CPU time per
+small request (bench/README.md, tenth round). Here a request is one write of preformatted bytes and its answer is parsed where
 it arrives. What an upstream call needs is kept: keep-alive with idle expiry, TLS, a connect
 timeout, gzip and deflate bodies, chunked and length-framed and until-close bodies, 1xx answers
 skipped, back-pressure on a body nobody reads, and a connection closed (never pooled) when its
@@ -155,6 +155,10 @@ class Body:
             self._eof = True
         else:
             self._exc = exc
+        conn = self._conn
+        if self._paused and conn is not None and conn.transport is not None:
+            self._paused = False   # the connection goes back to the pool: it must read again
+            conn.transport.resume_reading()
         self._conn = None
         self._wake()
 

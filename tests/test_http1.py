@@ -18,6 +18,7 @@ import orjson
 import pytest
 import trustme
 
+from p5proxy.http1 import HIGH_WATER, Pool, target_of
 from tests.conftest import start_gateway
 from tests.fakes.raw_server import RawServer
 from tests.test_resilience import HI, config, oa
@@ -161,6 +162,27 @@ async def test_keep_alive_reuses_one_connection(aiohttp_server: Any, upstream: S
     for _ in range(3):
         assert await answer(url) == "scripted answer"
     assert upstream.connections == 1
+
+
+async def test_a_connection_paused_at_the_end_of_an_answer_is_pooled_reading_again(
+        upstream: Scripted) -> None:
+    """An answer whose last bytes take the unread body past HIGH_WATER pauses reading as it
+    completes; its connection must go back to the pool reading again, or the next request on
+    it would wait for ever. (The Pool itself: the gateway reads answers too soon for this.)"""
+    body = b"x" * (HIGH_WATER + 100_000)
+    upstream.scripts.extend([length_framed(body), length_framed(ANSWER)])
+    pool = Pool(limit=10, limit_per_host=0)
+    target = target_of(f"http://127.0.0.1:{upstream.port}/v1/x")
+    try:
+        resp = await pool.request(target, "POST", {}, b"{}", 5.0)
+        await asyncio.sleep(0.3)   # unread while all of it arrives
+        assert await resp.read() == body
+        async with asyncio.timeout(5):
+            resp = await pool.request(target, "POST", {}, b"{}", 5.0)
+            assert await resp.read() == ANSWER
+        assert upstream.connections == 1
+    finally:
+        await pool.close()
 
 
 async def test_connection_close_and_an_upstream_that_drops_idle_connections(
