@@ -7,6 +7,7 @@ from typing import Any
 from ...aggregate import parse_tool_input
 from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPart, Thinking,
                           ThinkingPart, Tool, ToolCallPart, ToolChoice, ToolResultPart)
+from ...rawjson import RawJSON
 from .._check import (fail, need_dict, need_int, need_list, need_schema, need_str, opt_bool,
                       opt_dict, opt_number, opt_str, type_name)
 
@@ -127,19 +128,29 @@ def _messages(raw: Any) -> tuple[list[TextPart], list[Message]]:
 
 
 def _tools(raw: Any) -> list[Tool]:
+    # The checks name their field only when they fail (see the Anthropic decoder's _tools).
     tools = []
     for i, tool in enumerate(need_list(raw, "tools")):
-        need_dict(tool, f"tools.{i}")
+        if not isinstance(tool, dict):
+            need_dict(tool, f"tools.{i}")
         if tool.get("type", "function") != "function":
             continue   # custom / built-in tools have no Anthropic equivalent; kept in raw
-        fn = need_dict(tool.get("function"), f"tools.{i}.function")
+        fn = tool.get("function")
+        if not isinstance(fn, dict):
+            need_dict(fn, f"tools.{i}.function")
+        name = fn.get("name")
+        if not isinstance(name, str) or not name:
+            need_str(name, f"tools.{i}.function.name")
+        description = fn.get("description")
+        if description is not None and not isinstance(description, str):
+            opt_str(description, f"tools.{i}.function.description")
         params = fn.get("parameters")
+        if params is None:
+            params = {"type": "object", "properties": {}}
+        elif not isinstance(params, (dict, RawJSON)):
+            need_schema(params, f"tools.{i}.function.parameters")
         meta = {"strict": fn["strict"]} if fn.get("strict") is not None else None
-        tools.append(Tool(need_str(fn.get("name"), f"tools.{i}.function.name"),
-                          opt_str(fn.get("description"), f"tools.{i}.function.description"),
-                          need_schema(params, f"tools.{i}.function.parameters")
-                          if params is not None
-                          else {"type": "object", "properties": {}}, meta))
+        tools.append(Tool(name, description, params, meta))
     return tools
 
 
