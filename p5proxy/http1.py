@@ -74,10 +74,11 @@ def target_of(url: Any) -> Target:
     """A yarl URL (or a string) as a Target; ValueError for what HTTP/1.1 cannot reach."""
     from yarl import URL   # the caller keeps Targets, so this runs once per URL
     u = url if isinstance(url, URL) else URL(url)
-    if u.scheme not in ("http", "https") or not u.host:
+    host = u.raw_host   # IDNA-encoded, as DNS and the Host header want it
+    if u.scheme not in ("http", "https") or not host:
         raise ValueError(f"not an http(s) URL: {url}")
     port = u.port or (443 if u.scheme == "https" else 80)
-    return Target(u.scheme, u.host, port, u.raw_path_qs or "/")
+    return Target(u.scheme, host, port, u.raw_path_qs or "/")
 
 
 class Body:

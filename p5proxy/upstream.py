@@ -21,7 +21,7 @@ from yarl import URL
 from .canonical import HEARTBEAT, StreamEvent
 from .config import ServerConfig, Timeouts
 from .deadlines import Deadlines
-from .errors import UpstreamProtocolError, UpstreamTimeout
+from .errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from .http1 import Pool, Target, target_of
 from .imagefetch import ImageFetcher
 from .provider import Provider, UpstreamRequest
@@ -102,7 +102,12 @@ class UpstreamClient:
         waited = waited or Waited()
         started = time.monotonic()
         if provider.proxy.url is None:
-            resp = await send(self.pool, self.deadlines, provider, ureq, self._target(ureq.url),
+            try:
+                target = self._target(ureq.url)
+            except ValueError as exc:   # a templated URL (http provider) that names no host
+                raise UpstreamConnectError(f"cannot reach upstream {provider.name}: {exc}",
+                                           provider=provider.name) from None
+            resp = await send(self.pool, self.deadlines, provider, ureq, target,
                               timeouts, self._client_timeout(timeouts), waited)
         else:   # CONNECT and proxy authentication: aiohttp's client does them
             resp = await send(self.session, self.deadlines, provider, ureq, self._url(ureq.url),
