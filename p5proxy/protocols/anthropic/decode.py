@@ -6,9 +6,8 @@ from typing import Any
 
 from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPart, Thinking,
                           ThinkingPart, Tool, ToolCallPart, ToolChoice, ToolResultPart)
-from ...rawjson import RawJSON
-from .._check import (fail, need_dict, need_int, need_list, need_schema, need_str, opt_bool,
-                      opt_dict, opt_number, opt_str)
+from .._check import (fail, need_dict, need_int, need_list, need_str, opt_bool, opt_dict,
+                      opt_number, opt_str, tool_fields)
 
 __all__ = ["decode_request", "decode_blocks"]
 
@@ -94,8 +93,6 @@ def _system(value: Any) -> list[TextPart]:
 
 
 def _tools(value: Any) -> list[Tool]:
-    # The checks name their field only when they fail: building `tools.{i}.name` and the like
-    # for every tool was ~2% of a Claude Code-sized request (24 tools).
     tools = []
     for i, tool in enumerate(need_list(value, "tools")):
         if not isinstance(tool, dict):
@@ -104,17 +101,7 @@ def _tools(value: Any) -> list[Tool]:
         if ttype not in (None, "custom"):   # server / Anthropic-defined tool (web_search_...)
             tools.append(Tool(str(tool.get("name") or ttype), None, {}, raw=tool))
             continue
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            need_str(name, f"tools.{i}.name")
-        description = tool.get("description")
-        if description is not None and not isinstance(description, str):
-            opt_str(description, f"tools.{i}.description")
-        schema = tool.get("input_schema")
-        if schema is None:
-            schema = {"type": "object", "properties": {}}
-        elif not isinstance(schema, (dict, RawJSON)):
-            need_schema(schema, f"tools.{i}.input_schema")
+        name, description, schema = tool_fields(tool, i, "", "input_schema")
         tools.append(Tool(name, description, schema,
                           _extras(tool, ("type", "name", "description", "input_schema"))))
     return tools

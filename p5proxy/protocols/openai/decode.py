@@ -7,9 +7,8 @@ from typing import Any
 from ...aggregate import parse_tool_input
 from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPart, Thinking,
                           ThinkingPart, Tool, ToolCallPart, ToolChoice, ToolResultPart)
-from ...rawjson import RawJSON
-from .._check import (fail, need_dict, need_int, need_list, need_schema, need_str, opt_bool,
-                      opt_dict, opt_number, opt_str, type_name)
+from .._check import (fail, need_dict, need_int, need_list, need_str, opt_bool, opt_dict,
+                      opt_number, opt_str, tool_fields, type_name)
 
 __all__ = ["decode_request", "parse_data_url"]
 
@@ -128,7 +127,6 @@ def _messages(raw: Any) -> tuple[list[TextPart], list[Message]]:
 
 
 def _tools(raw: Any) -> list[Tool]:
-    # The checks name their field only when they fail (see the Anthropic decoder's _tools).
     tools = []
     for i, tool in enumerate(need_list(raw, "tools")):
         if not isinstance(tool, dict):
@@ -138,17 +136,7 @@ def _tools(raw: Any) -> list[Tool]:
         fn = tool.get("function")
         if not isinstance(fn, dict):
             need_dict(fn, f"tools.{i}.function")
-        name = fn.get("name")
-        if not isinstance(name, str) or not name:
-            need_str(name, f"tools.{i}.function.name")
-        description = fn.get("description")
-        if description is not None and not isinstance(description, str):
-            opt_str(description, f"tools.{i}.function.description")
-        params = fn.get("parameters")
-        if params is None:
-            params = {"type": "object", "properties": {}}
-        elif not isinstance(params, (dict, RawJSON)):
-            need_schema(params, f"tools.{i}.function.parameters")
+        name, description, params = tool_fields(fn, i, ".function", "parameters")
         meta = {"strict": fn["strict"]} if fn.get("strict") is not None else None
         tools.append(Tool(name, description, params, meta))
     return tools
