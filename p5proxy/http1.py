@@ -336,6 +336,8 @@ class Connection:
         if stop < 0:
             if len(data) - pos > MAX_HEAD:
                 raise HTTPError(f"the upstream's response head is over {MAX_HEAD} bytes")
+            if data.find(b"\n\n", pos) >= 0:   # else it would wait for a CRLF that never comes
+                raise HTTPError("the upstream ended its response head with bare LFs, not CRLF")
             self._buf = data[pos:]
             return -1
         lines = data[pos:stop].decode("latin-1").split("\r\n")

@@ -205,6 +205,7 @@ async def test_connection_close_and_an_upstream_that_drops_idle_connections(
     (head("HTTP/1.1 200 OK", "Content-Length: 5", "Content-Length: 6") + ANSWER,
      "invalid Content-Length"),
     (length_framed(ANSWER, "Content-Encoding: br"), "unsupported encoding: br"),
+    (length_framed(ANSWER).replace(b"\r\n", b"\n"), "bare LFs"),
     ((length_framed(ANSWER)[:-10], Scripted.CLOSE), "broke the connection"),
     (length_framed(b"not gzip at all", "Content-Encoding: gzip"), "broken compressed body"),
 ])
