@@ -8,7 +8,7 @@ from ..errors import InvalidRequest
 from ..rawjson import RawJSON
 
 __all__ = ["fail", "type_name", "opt_number", "opt_str", "opt_dict", "need_str", "need_int",
-           "need_number", "need_list", "need_dict", "need_schema", "opt_bool", "tool_fields"]
+           "need_number", "need_list", "need_dict", "opt_bool", "tool_fields"]
 
 
 def fail(param: str, message: str) -> NoReturn:
@@ -61,11 +61,6 @@ def need_dict(value: Any, param: str) -> dict[str, Any]:
     return value
 
 
-def need_schema(value: Any, param: str) -> dict[str, Any] | RawJSON:
-    """A tool's JSON schema: an object, parsed or kept raw (already known to be an object)."""
-    return value if isinstance(value, RawJSON) else need_dict(value, param)
-
-
 def tool_fields(fields: dict[str, Any], i: int, inner: str, schema_key: str,
                 ) -> tuple[str, str | None, dict[str, Any] | RawJSON]:
     """Tool `i`'s name, description and schema (`fields` is the tool, or its `function`
@@ -80,8 +75,8 @@ def tool_fields(fields: dict[str, Any], i: int, inner: str, schema_key: str,
     schema: Any = fields.get(schema_key)
     if schema is None:
         schema = {"type": "object", "properties": {}}
-    elif not isinstance(schema, (dict, RawJSON)):
-        need_schema(schema, f"tools.{i}{inner}.{schema_key}")
+    elif not isinstance(schema, (dict, RawJSON)):   # a RawJSON is known to be an object
+        need_dict(schema, f"tools.{i}{inner}.{schema_key}")
     return name, description, schema
 
 
