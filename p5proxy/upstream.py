@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import aiohttp
 import orjson
@@ -36,6 +37,18 @@ log = logging.getLogger(__name__)
 Batch = list[StreamEvent]
 _HEARTBEAT_BATCH: Batch = [HEARTBEAT]
 _STREAM_TYPES = frozenset(("text/event-stream", "application/x-ndjson"))
+_T = TypeVar("_T")
+
+
+def _bounded_get(cache: dict[str, _T], key: str, make: Callable[[str], _T]) -> _T:
+    """`make(key)`, kept: parsed once, not on every request. Templated URLs (the HTTP provider)
+    could make any number of keys, so the cache starts afresh at 1024."""
+    made = cache.get(key)
+    if made is None:
+        if len(cache) >= 1024:
+            cache.clear()
+        made = cache[key] = make(key)
+    return made
 
 
 class UpstreamClient:
@@ -51,20 +64,10 @@ class UpstreamClient:
         self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
 
     def _url(self, url: str) -> URL:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) >= 1024:   # templated URLs (HTTP provider): stay bounded
-                self._urls.clear()
-            parsed = self._urls[url] = URL(url)
-        return parsed
+        return _bounded_get(self._urls, url, URL)
 
     def _target(self, url: str) -> Target:
-        target = self._targets.get(url)
-        if target is None:
-            if len(self._targets) >= 1024:
-                self._targets.clear()
-            target = self._targets[url] = target_of(self._url(url))
-        return target
+        return _bounded_get(self._targets, url, target_of)
 
     def _client_timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
         made = self._timeouts.get(timeouts)
@@ -107,8 +110,8 @@ class UpstreamClient:
             except ValueError as exc:   # a templated URL (http provider) that names no host
                 raise UpstreamConnectError(f"cannot reach upstream {provider.name}: {exc}",
                                            provider=provider.name) from None
-            resp = await send(self.pool, self.deadlines, provider, ureq, target,
-                              timeouts, self._client_timeout(timeouts), waited)
+            resp = await send(self.pool, self.deadlines, provider, ureq, target, timeouts,
+                              None, waited)
         else:   # CONNECT and proxy authentication: aiohttp's client does them
             resp = await send(self.session, self.deadlines, provider, ureq, self._url(ureq.url),
                               timeouts, self._client_timeout(timeouts), waited)

@@ -42,9 +42,10 @@ class Waited:
 
 async def send(upstream: Pool | aiohttp.ClientSession, deadlines: Deadlines, provider: Provider,
                ureq: UpstreamRequest, where: Target | URL, timeouts: Timeouts,
-               client_timeout: aiohttp.ClientTimeout, waited: Waited) -> UpstreamResponse:
+               client_timeout: aiohttp.ClientTimeout | None, waited: Waited) -> UpstreamResponse:
     """Send the request; the response once its headers are in (within `first_byte`). A Pool
-    takes a Target, aiohttp's session (for a proxy) a URL and `client_timeout`."""
+    takes a Target (and `timeouts.connect`), aiohttp's session (for a proxy) a URL and
+    `client_timeout`."""
     t0 = time.perf_counter()
     try:
         async with deadlines.after(timeouts.first_byte) as deadline:   # includes connecting
@@ -52,7 +53,7 @@ async def send(upstream: Pool | aiohttp.ClientSession, deadlines: Deadlines, pro
                 assert isinstance(where, Target)
                 return await upstream.request(where, ureq.method, ureq.headers, ureq.body,
                                               timeouts.connect)
-            assert isinstance(where, URL)
+            assert isinstance(where, URL) and client_timeout is not None
             return await upstream.request(ureq.method, where, data=ureq.body,
                                           headers=ureq.headers, timeout=client_timeout,
                                           proxy=provider.proxy.url)
