@@ -213,6 +213,10 @@ class Connection:
         self._no_body = False    # a HEAD request's answer has none
         self._inflate: Any = None
 
+    def stale(self, now: float) -> bool:
+        """Not to be used again: closed, or idle in the pool past KEEPALIVE."""
+        return self.closed or now - self.idle_since > KEEPALIVE
+
     # -- the protocol's callbacks
 
     def connection_made(self, transport: Any) -> None:
@@ -529,7 +533,7 @@ class Pool:
                 conn = idle.pop()
                 if not now:
                     now = self.loop.time()
-                if conn.closed or now - conn.idle_since > KEEPALIVE:
+                if conn.stale(now):
                     conn.close()
                     continue
                 self._take(conn)
@@ -628,10 +632,12 @@ class Pool:
         self._sweeper = None
         now = self.loop.time()
         for key, conns in list(self._idle.items()):
-            keep = [c for c in conns if not c.closed and now - c.idle_since <= KEEPALIVE]
+            keep = []
             for conn in conns:
-                if conn not in keep:
+                if conn.stale(now):
                     conn.close()
+                else:
+                    keep.append(conn)
             if keep:
                 self._idle[key] = keep
             else:
