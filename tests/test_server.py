@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import platform
 import signal
 import sys
 from pathlib import Path
@@ -108,3 +110,23 @@ async def test_stream_longer_than_the_grace_period_ends_with_an_error_event(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("env,expected", [
+    ({}, "True"),
+    # the operator's own settings win
+    ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1048576"}, "False"),
+    ({"MALLOC_MMAP_THRESHOLD_": "262144"}, "False"),
+])
+async def test_malloc_thresholds_are_set_unless_the_environment_sets_them(
+        env: dict[str, str], expected: str) -> None:
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    clean = {k: v for k, v in os.environ.items()
+             if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from p5proxy.server import tune_malloc; print(tune_malloc())",
+        env={**clean, **env}, stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert out.decode().strip() == expected
