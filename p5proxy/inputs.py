@@ -18,7 +18,7 @@ from aiohttp import web
 
 from .appkeys import BODY, STATE
 from .errors import InvalidRequest, PayloadTooLarge, RequestError
-from .rawjson import LAZY_FROM, RawJSON, nests_deeper, split_body
+from .rawjson import LAZY_FROM, RawJSON, Splitter, nests_deeper
 
 __all__ = ["RequestTimeout", "read_body", "read_json", "parse_json", "too_deep"]
 
@@ -94,14 +94,14 @@ async def read_json(request: web.Request) -> Any:
     return parse_json(raw, request.app[STATE].config.server.max_json_depth)
 
 
-def parse_json(raw: bytes, depth: int, schema_path: tuple[str, ...] | None = None) -> Any:
+def parse_json(raw: bytes, depth: int, splitter: Splitter | None = None) -> Any:
     """`raw` as JSON; 400 naming `body` for an empty, invalid or too deeply nested one.
-    With `schema_path`, a large body's tool schemas (`tools[i].<schema_path>`) stay JSON
-    bytes (rawjson.py)."""
+    With the client protocol's `splitter`, a large body's tool schemas stay JSON bytes
+    (rawjson.py)."""
     if not raw:
         raise InvalidRequest("body: the request body is empty; send a JSON object", param="body")
-    if schema_path is not None and len(raw) >= LAZY_FROM:
-        split = split_body(raw, schema_path, depth)
+    if splitter is not None and len(raw) >= LAZY_FROM:
+        split = splitter.split(raw, depth)
         if split is not None:   # else parsed whole below, for orjson's error message
             value, suspects = split   # the schemas count as leaves in the first check
             if (0 < depth < _ORJSON_MAX_DEPTH and nests_deeper(value, depth)) or any(

@@ -1,40 +1,41 @@
 """Tool schemas kept as JSON bytes instead of Python objects.
 
-A Claude Code turn carries ~24 tool schemas: ~90 KB of nested objects that the gateway only
+A Claude Code turn carries ~24 tool schemas: ~65 KB of nested objects that the gateway only
 forwards (as Anthropic `input_schema` or OpenAI `parameters`). Parsed by orjson they are
 ~3000 dicts, lists and strings per request, and allocating and freeing those, with cold
 caches under load, costs more than the rest of the request's work on the body (bench/README,
-ninth round). Here a large body is parsed by simdjson instead: everything but the schemas
-becomes Python objects as before, and each schema becomes its minified JSON (one C call), which
-encoders put into the upstream body verbatim with `orjson.Fragment`.
+ninth round). Here a large body is decoded by msgspec in one pass instead, into the fields of
+its protocol's request (`Splitter`): every value but the schemas becomes Python objects as
+before (orjson parses each one), and each schema stays the slice of the body it was sent as,
+which encoders put into the upstream body verbatim with `orjson.Fragment`.
 
-What a client sends is checked as before: simdjson validates the whole document (syntax and
-UTF-8), the nesting limit covers each schema (inputs.py), and a body simdjson refuses is parsed
-again by orjson, so that errors read the same whatever the path. Code that needs a schema's
-contents (tool-use emulation, a `$schema` that is not first) calls `schema_dict`, which parses
-it once.
+What a client sends is checked as before: msgspec checks the syntax of the whole document, the
+values orjson parses are checked by it, a schema's bytes are checked to be UTF-8 (msgspec does
+not look at the text it passes over), the nesting limit covers each schema (inputs.py), and a
+body that any of these refuse, or that has a field its protocol does not define, is parsed again
+by orjson, so that errors read the same whatever the path. Code that needs a schema's contents
+(tool-use emulation, a `$schema` that is not first) calls `schema_dict`, which parses it once.
 """
-
-from __future__ import annotations
 
 from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 from typing import Any
 
+import msgspec
 import orjson
-import simdjson
 
-__all__ = ["RawJSON", "nests_deeper", "schema_dict", "schema_json", "without_meta_schema",
-           "split_body", "json_default", "LAZY_FROM"]
+__all__ = ["RawJSON", "Splitter", "nests_deeper", "schema_dict", "schema_json",
+           "without_meta_schema", "json_default", "LAZY_FROM"]
 
 # Below this size a body is parsed whole by orjson: too few objects to be worth a second path.
 LAZY_FROM = 8 * 1024
 
 _META = "$schema"
-_META_PREFIX = b'{"$schema":'
+_META_KEY = b'"$schema"'
+_META_FIRST = b'{"$schema":"'
 
 
 class RawJSON:
-    """A JSON object as minified bytes (valid JSON and UTF-8: simdjson wrote it). It reads like
+    """A JSON object as bytes (valid JSON and UTF-8: checked when it was split). It reads like
     a read-only mapping, parsed on first use, so that a plugin's filter that looks into
     `Tool.input_schema` works on large requests too (only `isinstance(x, dict)` tells them
     apart). `meta_end`: where the object goes on after a leading `"$schema": ...,` (0 when it
@@ -122,124 +123,149 @@ def without_meta_schema(schema: dict[str, Any] | RawJSON) -> Any:
     return schema
 
 
-_parser = simdjson.Parser()
-# A parser keeps buffers as large as the largest document it has read: bodies past this size get
-# a parser of their own, freed with the request, so one huge request does not stay in the RSS.
-_SHARED_UP_TO = 1 << 20
+_Raw = msgspec.Raw
+_UNSET = msgspec.UNSET
+_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_STRING = msgspec.json.Decoder(str)
+# what a body that the split does not take raises: invalid JSON, a value of the wrong shape, an
+# unknown field (msgspec); a value orjson refuses; a schema that is not UTF-8; deep nesting
+_REFUSED = (msgspec.DecodeError, orjson.JSONDecodeError, UnicodeDecodeError, RecursionError)
 
 
-def _parse(raw: bytes) -> Any:
-    global _parser
-    if len(raw) > _SHARED_UP_TO:
-        return simdjson.Parser().parse(raw)
-    try:
-        return _parser.parse(raw)
-    except RuntimeError as exc:
-        if "re-use" not in str(exc):
-            raise   # DEPTH_ERROR, BIGINT_ERROR...
-        _parser = simdjson.Parser()   # a proxy of the last document outlived its split
-        return _parser.parse(raw)
+class Splitter:
+    """Splits large request bodies of one client protocol: `fields` are its request's top-level
+    fields, and `schema_path` leads from a tool object to its JSON schema."""
 
+    def __init__(self, fields: tuple[str, ...], schema_path: tuple[str, ...]) -> None:
+        shape: list[tuple[str, Any, Any]] = [(name, _Raw, _UNSET) for name in fields
+                                             if name != "tools"]
+        shape.append(("tools", list[dict[str, _Raw]] | None, _UNSET))
+        body = msgspec.defstruct("Body", shape, forbid_unknown_fields=True)
+        self.fields: tuple[str, ...] = body.__struct_fields__
+        self.schema_path = schema_path
+        self._decoder: Any = msgspec.json.Decoder(body)
 
-def _value(node: Any) -> Any:
-    if isinstance(node, simdjson.Object):
-        return node.as_dict()
-    if isinstance(node, simdjson.Array):
-        return node.as_list()
-    return node
+    def split(self, raw: bytes, depth: int) -> tuple[dict[str, Any], list[tuple[RawJSON, int]]] | None:
+        """`raw` (a JSON object) parsed, with each `tools[i].<schema_path>` that is an object
+        left as RawJSON. Also returns the raw schemas that may nest deeper than `depth` allows,
+        each with the number of levels above it: an object nests at most as deep as it has
+        brackets, so a count clears most schemas and only the rest need parsing to be measured.
 
-
-def split_body(raw: bytes, schema_path: tuple[str, ...],
-               depth: int) -> tuple[dict[str, Any], list[tuple[RawJSON, int]]] | None:
-    """`raw` (a JSON object) parsed, with each `tools[i].<schema_path>` that is an object left
-    as RawJSON. Also returns the raw schemas that may nest deeper than `depth` allows, each with
-    the number of levels above it: an object nests at most as deep as it has brackets, so a
-    count clears most schemas and only the rest need parsing to be measured.
-
-    None when simdjson refuses the body (invalid JSON or UTF-8, not an object, an integer past
-    64 bits, nesting past 1024): the caller parses it with orjson, which takes the big integer
-    and words the errors as on every other path."""
-    try:
-        doc = _parse(raw)
-        keys = _unique_keys(doc) if isinstance(doc, simdjson.Object) else None
-        if keys is None:
+        None when the split does not take the body (see _REFUSED): the caller parses it with
+        orjson, which words the errors as on every other path."""
+        try:
+            values = msgspec.structs.astuple(self._decoder.decode(raw))
+            body: dict[str, Any] = {}
+            suspects: list[tuple[RawJSON, int]] = []
+            for name, value in zip(self.fields, values):
+                if value is _UNSET:
+                    continue
+                if name == "tools" and value is not None:
+                    body[name] = [_tool_part(tool, self.schema_path, 3, depth, suspects)
+                                  for tool in value]
+                else:
+                    body[name] = _load(value)
+            return body, suspects
+        except _REFUSED:
             return None
-        body: dict[str, Any] = {}
-        suspects: list[tuple[RawJSON, int]] = []
-        for key in keys:
-            value = doc[key]
-            if key == "tools" and isinstance(value, simdjson.Array):
-                tools: list[Any] = []
-                for tool in value:
-                    if not isinstance(tool, simdjson.Object):
-                        tools.append(_value(tool))
-                        continue
-                    node = _split_tool(tool, schema_path, 3, depth, suspects)
-                    if node is None:
-                        return None
-                    tools.append(node)
-                body[key] = tools
-            else:
-                body[key] = _value(value)
-        return body, suspects
-    except (ValueError, UnicodeDecodeError, RuntimeError):   # simdjson's for invalid input
-        return None
 
 
-def _unique_keys(obj: Any) -> list[str] | None:
-    """The object's keys; None when one is given twice: simdjson's lookup finds the first,
-    orjson keeps the last, so such a body takes orjson's whole parse and the last wins on
-    every path."""
-    keys = list(obj.keys())
-    return keys if len(set(keys)) == len(keys) else None
+def _load(value: Any) -> Any:
+    return orjson.loads(memoryview(value))
 
 
-def _split_tool(fields: Any, path: tuple[str, ...], above: int, depth: int,
-                suspects: list[tuple[RawJSON, int]]) -> dict[str, Any] | None:
-    """One object on the way to a schema, `above` levels deep; `path` leads on to the schema.
-    None when it gives a key twice (see _unique_keys)."""
-    keys = _unique_keys(fields)
-    if keys is None:
-        return None
+def _load_tool_value(value: Any) -> Any:
+    """A tool's name, description...: mostly strings, which msgspec decodes at a quarter of the
+    cost of an orjson call (checked alike: UTF-8, escapes); anything else goes to orjson, so
+    that numbers read as on every other path."""
+    try:
+        return _STRING.decode(value)
+    except msgspec.ValidationError:
+        return _load(value)
+
+
+def _tool_part(fields: dict[str, Any], path: tuple[str, ...], above: int, depth: int,
+               suspects: list[tuple[RawJSON, int]]) -> dict[str, Any]:
+    """One object on the way to a schema, `above` levels deep (its values still raw); `path`
+    leads on to the schema."""
     node: dict[str, Any] = {}
-    for key in keys:
-        item = fields[key]
-        if key != path[0] or not isinstance(item, simdjson.Object):
-            node[key] = _value(item)
+    key = path[0]
+    for name, value in fields.items():
+        if name != key:
+            node[name] = _load_tool_value(value)
         elif len(path) > 1:
-            inner = _split_tool(item, path[1:], above + 1, depth, suspects)
-            if inner is None:
-                return None
-            node[key] = inner
+            try:
+                inner = _OBJECT.decode(value)
+            except msgspec.ValidationError:   # not an object: the decoder names it
+                node[name] = _load(value)
+                continue
+            node[name] = _tool_part(inner, path[1:], above + 1, depth, suspects)
         else:
-            schema = _schema(item)
-            if _brackets(schema.data) + above > depth:
+            data = bytes(value)
+            if data[:1] != b"{":   # not an object: the decoder names it
+                node[name] = _load(value)
+                continue
+            if not data.isascii():
+                data.decode()   # UTF-8, which msgspec did not check; raises UnicodeDecodeError
+            schema = RawJSON(data, _meta_end(data))
+            if _brackets(data) + above > depth:
                 suspects.append((schema, above))
-            node[key] = schema
+            node[name] = schema
     return node
 
 
-# Schemas seen lately and their bracket counts. A client sends the same tools on every turn
-# (Claude Code's 24 schemas are 65 KB): a dict lookup, which hashes and compares the bytes, takes
-# about 40% of the time of counting them again (~20 against ~50 us for those 65 KB).
-_COUNTED: dict[bytes, int] = {}
+def _meta_end(data: bytes) -> int:
+    """RawJSON.meta_end of a schema's bytes: where it goes on after a leading `"$schema":"...",`
+    as Claude Code writes it, 0 when it has no `"$schema"` at all, else -1 (the schema is
+    parsed when the keyword must go). Found by looking at each `$` (memchr): a multi-byte
+    search for a needle starting with `"` is slow in JSON, where quotes are everywhere."""
+    leading = data.startswith(_META_FIRST)
+    at = data.find(b"$", len(_META_FIRST) if leading else 0)
+    while at >= 0:
+        if data[at - 1:at + 8] == _META_KEY:
+            return -1   # elsewhere, or twice: parse
+        at = data.find(b"$", at + 1)
+    if not leading:
+        return 0
+    end = data.find(b'"', len(_META_FIRST))
+    if end < 0 or data.find(b"\\", len(_META_FIRST), end) >= 0 or end + 1 >= len(data):
+        return -1   # an escape in the URI: parse
+    after = data[end + 1]
+    return end + 2 if after == 44 else end + 1 if after == 125 else -1   # "," or "}"
+
+
+# Schemas seen lately and their bracket counts, by length. A client sends the same tools on
+# every turn (Claude Code's 24 schemas are 65 KB): comparing the bytes with those seen before
+# (memcmp) takes a fraction of the time of counting them again (~45 us for those 65 KB, a
+# scalar loop per byte value), and of hashing them for a dict (~20 us).
+_COUNTED: dict[int, list[tuple[bytes, int]]] = {}
 _COUNTED_BYTES = 4 << 20   # held at most; then it starts afresh
 _COUNTED_ONE = 64 << 10    # a larger schema is counted each time
+_COUNTED_SAME_LENGTH = 8   # schemas kept per length
 _counted_size = 0
 
 
 def _brackets(data: bytes) -> int:
     """How many `{` and `[` a schema holds: an upper bound of its nesting."""
     global _counted_size
-    count = _COUNTED.get(data)
-    if count is None:
-        count = data.count(b"{") + data.count(b"[")
-        if len(data) <= _COUNTED_ONE:
-            if _counted_size + len(data) > _COUNTED_BYTES:
-                _COUNTED.clear()
-                _counted_size = 0
-            _COUNTED[data] = count
-            _counted_size += len(data)
+    size = len(data)
+    seen = _COUNTED.get(size)
+    if seen is not None:
+        for known, count in seen:
+            if known == data:
+                return count
+    count = data.count(b"{") + data.count(b"[")
+    if size <= _COUNTED_ONE:
+        if _counted_size + size > _COUNTED_BYTES:
+            _COUNTED.clear()
+            _counted_size = 0
+            seen = None
+        if seen is None:
+            seen = _COUNTED[size] = []
+        elif len(seen) >= _COUNTED_SAME_LENGTH:
+            _counted_size -= len(seen.pop(0)[0])
+        seen.append((data, count))
+        _counted_size += size
     return count
 
 
@@ -259,16 +285,3 @@ def nests_deeper(value: Any, limit: int) -> bool:
         if (kind is dict or kind is list) and (limit <= 1 or nests_deeper(item, limit - 1)):
             return True
     return False
-
-
-def _schema(item: Any) -> RawJSON:
-    data: bytes = getattr(item, "mini")   # minified JSON bytes (the stubs say str)
-    if _META not in item:
-        return RawJSON(data)
-    keys = list(item.keys())
-    meta = item[_META]
-    if isinstance(meta, str) and keys[0] == _META and keys.count(_META) == 1:
-        prefix = _META_PREFIX + orjson.dumps(meta) + (b"," if len(keys) > 1 else b"")
-        if data.startswith(prefix):   # simdjson and orjson escape a string alike
-            return RawJSON(data, len(prefix))
-    return RawJSON(data, -1)

@@ -51,13 +51,13 @@ class ClientAccessLogger(AbstractAccessLogger):
 # thresholds keep up to 4 MiB free at the top and mmap only blocks of 1 MiB and up.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _TRIM_BYTES, _MMAP_BYTES = 4 << 20, 1 << 20
+_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")   # glibc's own settings
 
 
 def tune_malloc() -> bool:
     """Set glibc's malloc thresholds (above), unless the environment already sets them or the
     C library is not glibc. Whether they were set."""
-    if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(
-            k in os.environ for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")):
+    if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(k in os.environ for k in _MALLOC_ENV):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

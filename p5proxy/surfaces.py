@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .protocols import anthropic, openai
+from .protocols.anthropic.decode import REQUEST_FIELDS as ANTHROPIC_FIELDS
+from .protocols.openai.decode import REQUEST_FIELDS as OPENAI_FIELDS
+from .rawjson import Splitter
 
 __all__ = ["Surface", "ANTHROPIC", "OPENAI"]
 
@@ -19,12 +22,12 @@ class Surface:
     error_body: Callable[..., dict[str, Any]]
     error_status: Callable[..., int]
     request_id_header: str
-    schema_path: tuple[str, ...]   # where a tool's JSON schema sits in it (kept raw: rawjson.py)
+    splitter: Splitter   # large bodies: its request's fields and where a tool's JSON schema sits (rawjson.py)
 
 
 ANTHROPIC = Surface("anthropic", anthropic.decode_request, anthropic.AnthropicStreamRenderer,
                     anthropic.render_response, anthropic.error_body, anthropic.error_status,
-                    "request-id", ("input_schema",))
+                    "request-id", Splitter(ANTHROPIC_FIELDS, ("input_schema",)))
 OPENAI = Surface("openai", openai.decode_request, openai.OpenAIStreamRenderer,
                  openai.render_response, openai.error_body, openai.error_status, "x-request-id",
-                 ("function", "parameters"))
+                 Splitter(OPENAI_FIELDS, ("function", "parameters")))

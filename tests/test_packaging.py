@@ -129,7 +129,7 @@ async def test_start_sh_creates_venv_then_starts(tmp_path: Path) -> None:
 
 # --- environment variables ------------------------------------------------------------------
 
-_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
+_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+_?$")   # glibc's MALLOC_..._ end in _
 
 
 def _mentions_env(node: ast.AST) -> bool:

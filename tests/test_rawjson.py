@@ -9,8 +9,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p5proxy.errors import InvalidRequest
 from p5proxy.inputs import parse_json
 from p5proxy.rawjson import LAZY_FROM, RawJSON, json_default, schema_dict, without_meta_schema
+from p5proxy.surfaces import ANTHROPIC, OPENAI
 from tests.conftest import Gateway
 from tests.test_limits_input import AN, OA, post_raw
 
@@ -24,6 +26,9 @@ SCHEMAS: list[dict[str, Any]] = [
     {"type": "object", "$schema": META, "properties": {}},            # not first: parsed
     {"$schema": META},                                                   # nothing else
     {"type": "object", "properties": {"$schema": {"type": "string"}}},  # a property so named
+    {"$schema": META, "properties": {"p": {"pattern": "^[a-z]+$", "const": "$schema"}}},
+    {"$schema": 'urn:"quoted"', "$id": "x"},                             # an escape in the URI
+    {"$schema": META, "properties": {"$ref": {"$ref": "#/$defs/a"}}, "$defs": {"a": {}}},
     {},
     {"type": "object", "description": "日本語 \"quoted\" \\ back\\slash \u0001 🚀 </tag>",
      "properties": {"n": {"type": "number", "minimum": -1.5e-7, "maximum": 9007199254740993,
@@ -135,13 +140,15 @@ async def test_large_bodies_get_the_same_errors(gateway: Gateway) -> None:
         if not allowed:
             assert body["error"]["message"].startswith("body: JSON nested deeper than 64"), body
 
-    # an integer past 64 bits: simdjson refuses it, orjson's whole parse takes it (as a float)
+    # an integer past 64 bits in a schema goes on as written (orjson's whole parse would
+    # make it a float; the upstream reads the same number either way)
     huge = b"123456789012345678901234567890"
     big = good.replace(b'"maximum":9007199254740993', b'"maximum":' + huge)
     assert big != good
     status, body = await post_raw(url, big, AN)
     assert status == 200, body
-    sent = gateway.openai.last.json["tools"][5]["function"]["parameters"]
+    at = next(i for i, s in enumerate(SCHEMAS) if "n" in s.get("properties", {}))
+    sent = gateway.openai.last.json["tools"][at]["function"]["parameters"]
     assert sent["properties"]["n"]["maximum"] == orjson.loads(huge)
 
 
@@ -159,13 +166,12 @@ json_values = st.recursive(
 def test_the_split_agrees_with_the_whole_parse(schemas: list[dict[str, Any]], anthropic: bool) -> None:
     if anthropic:
         tools: list[Any] = [{"name": "f", "input_schema": s} for s in schemas]
-        path: tuple[str, ...] = ("input_schema",)
     else:
         tools = [{"type": "function", "function": {"name": "f", "parameters": s}} for s in schemas]
-        path = ("function", "parameters")
-    raw = orjson.dumps({"model": "m", "system": SYSTEM, "tools": tools})
+    padding = {"system": SYSTEM} if anthropic else {"messages": [{"role": "system", "content": SYSTEM}]}
+    raw = orjson.dumps({"model": "m", **padding, "tools": tools})
     whole = parse_json(raw, 64)
-    split = parse_json(raw, 64, path)
+    split = parse_json(raw, 64, (ANTHROPIC if anthropic else OPENAI).splitter)
     assert orjson.loads(orjson.dumps(split, default=json_default)) == whole
     for i, schema in enumerate(schemas):
         kept = split["tools"][i]["input_schema"] if anthropic else \
@@ -182,16 +188,42 @@ def test_a_repeated_key_keeps_the_last_value_as_the_whole_parse_does() -> None:
     tool = b'{"name":"first","input_schema":{"type":"object"},"name":"second"}'
     for raw in (b'{"model":"a","system":"' + SYSTEM.encode() + b'","tools":[' + tool + b'],"model":"b"}',
                 b'{"model":"a","system":"' + SYSTEM.encode() + b'","tools":[' + tool + b']}'):
-        split = parse_json(raw, 64, ("input_schema",))
+        split = parse_json(raw, 64, ANTHROPIC.splitter)
         assert orjson.loads(orjson.dumps(split, default=json_default)) == orjson.loads(raw)
 
 
-def test_a_body_past_a_mebibyte_is_split_by_a_parser_of_its_own() -> None:
+def test_a_body_past_a_mebibyte_is_split_too() -> None:
     tools = [{"name": f"t{i}", "input_schema": s} for i, s in enumerate(SCHEMAS)]
     raw = orjson.dumps({"model": "m", "system": "x" * (1 << 20), "tools": tools})
-    split = parse_json(raw, 64, ("input_schema",))
+    split = parse_json(raw, 64, ANTHROPIC.splitter)
     assert all(isinstance(t["input_schema"], RawJSON) for t in split["tools"])
     assert orjson.loads(orjson.dumps(split, default=json_default)) == orjson.loads(raw)
-    small = orjson.dumps({"model": "m", "system": SYSTEM, "tools": tools})   # the shared one
-    assert orjson.loads(orjson.dumps(parse_json(small, 64, ("input_schema",)),
-                                     default=json_default)) == orjson.loads(small)
+
+
+def test_a_body_with_a_field_its_protocol_does_not_define_is_parsed_whole() -> None:
+    tools = [{"name": f"t{i}", "input_schema": s} for i, s in enumerate(SCHEMAS)]
+    raw = orjson.dumps({"model": "m", "system": SYSTEM, "tools": tools, "vendor_field": [1]})
+    split = parse_json(raw, 64, ANTHROPIC.splitter)
+    assert split == orjson.loads(raw) and not any(isinstance(t["input_schema"], RawJSON)
+                                                  for t in split["tools"])
+
+
+def test_schemas_of_the_same_length_are_measured_apart() -> None:
+    """The bracket counts of schemas seen before are looked up by length, then compared."""
+    def nested(levels: int) -> dict[str, Any]:
+        schema: dict[str, Any] = {}
+        for _ in range(levels):
+            schema = {"a": schema}
+        return schema
+
+    deep = nested(70)
+    shallow = {"a": "x" * (len(orjson.dumps(deep)) - 8)}
+    assert len(orjson.dumps(deep)) == len(orjson.dumps(shallow))
+    for schema, allowed in ((shallow, True), (deep, False), (shallow, True), (deep, False)):
+        raw = orjson.dumps({"model": "m", "system": SYSTEM,
+                            "tools": [{"name": "same", "input_schema": schema}]})
+        try:
+            parse_json(raw, 64, ANTHROPIC.splitter)
+            assert allowed
+        except InvalidRequest as exc:
+            assert not allowed and "nested deeper than 64" in str(exc)

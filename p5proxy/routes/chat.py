@@ -61,7 +61,7 @@ async def handle_chat(request: web.Request, surface: Surface) -> web.StreamRespo
     raw = request.get(BODY)   # read by the middleware
     if raw is None:
         raw = await read_body(request)
-    req = surface.decode(parse_json(raw, state.config.server.max_json_depth, surface.schema_path),
+    req = surface.decode(parse_json(raw, state.config.server.max_json_depth, surface.splitter),
                          request.headers)
     note_request(rec, req)
     await admit(request, req)   # the client key's model permission and limits (access.py)

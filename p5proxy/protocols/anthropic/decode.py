@@ -9,7 +9,14 @@ from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPa
 from .._check import (fail, need_dict, need_int, need_list, need_str, opt_bool, opt_dict,
                       opt_number, opt_str, tool_fields)
 
-__all__ = ["decode_request", "decode_blocks"]
+__all__ = ["decode_request", "decode_blocks", "REQUEST_FIELDS"]
+
+# The Messages API's request fields: a large body with only these is split in one pass
+# (rawjson.py); one with another field is parsed whole, with the same result.
+REQUEST_FIELDS = ("model", "messages", "max_tokens", "system", "metadata", "stop_sequences",
+                  "stream", "temperature", "top_k", "top_p", "tools", "tool_choice", "thinking",
+                  "service_tier", "container", "mcp_servers", "context_management",
+                  "output_config", "output_format", "inference_geo")
 
 _ROLES = ("user", "assistant", "system")
 _THINKING_TYPES = ("enabled", "disabled", "adaptive")

@@ -10,7 +10,19 @@ from ...canonical import (ChatRequest, ImagePart, Message, Part, RawPart, TextPa
 from .._check import (fail, need_dict, need_int, need_list, need_str, opt_bool, opt_dict,
                       opt_number, opt_str, tool_fields, type_name)
 
-__all__ = ["decode_request", "parse_data_url"]
+__all__ = ["decode_request", "parse_data_url", "REQUEST_FIELDS"]
+
+# The Chat Completions request fields, and a few that OpenAI-compatible servers add: a large
+# body with only these is split in one pass (rawjson.py); one with another field is parsed
+# whole, with the same result.
+REQUEST_FIELDS = ("model", "messages", "tools", "tool_choice", "parallel_tool_calls",
+                  "functions", "function_call", "temperature", "top_p", "n", "stream",
+                  "stream_options", "stop", "max_tokens", "max_completion_tokens",
+                  "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+                  "top_logprobs", "user", "safety_identifier", "prompt_cache_key", "seed",
+                  "response_format", "reasoning_effort", "verbosity", "service_tier", "store",
+                  "metadata", "modalities", "audio", "prediction", "web_search_options",
+                  "top_k", "min_p", "repetition_penalty", "chat_template_kwargs")
 
 
 def parse_data_url(url: str) -> tuple[str, str] | None:
