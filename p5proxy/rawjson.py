@@ -205,10 +205,9 @@ def _tool_part(fields: dict[str, Any], path: tuple[str, ...], above: int, depth:
             if data[:1] != b"{":   # not an object: the decoder names it
                 node[name] = _load(value)
                 continue
-            if not data.isascii():
-                data.decode()   # UTF-8, which msgspec did not check; raises UnicodeDecodeError
-            schema = RawJSON(data, _meta_end(data))
-            if _brackets(data) + above > depth:
+            brackets, meta_end = _facts(data)
+            schema = RawJSON(data, meta_end)
+            if brackets + above > depth:
                 suspects.append((schema, above))
             node[name] = schema
     return node
@@ -234,39 +233,44 @@ def _meta_end(data: bytes) -> int:
     return end + 2 if after == 44 else end + 1 if after == 125 else -1   # "," or "}"
 
 
-# Schemas seen lately and their bracket counts, by length. A client sends the same tools on
-# every turn (Claude Code's 24 schemas are 65 KB): comparing the bytes with those seen before
-# (memcmp) takes a fraction of the time of counting them again (~45 us for those 65 KB, a
-# scalar loop per byte value), and of hashing them for a dict (~20 us).
-_COUNTED: dict[int, list[tuple[bytes, int]]] = {}
-_COUNTED_BYTES = 4 << 20   # held at most; then it starts afresh
-_COUNTED_ONE = 64 << 10    # a larger schema is counted each time
-_COUNTED_SAME_LENGTH = 8   # schemas kept per length
-_counted_size = 0
+# Schemas seen lately, by length, with their facts. A client sends the same tools on every turn
+# (Claude Code's 24 schemas are 65 KB): comparing the bytes with those seen before (memcmp)
+# takes a fraction of the time of checking and counting them again (~65 us for those 65 KB:
+# the UTF-8 check, a scalar loop per bracket, the `$` search), or of hashing them for a dict
+# (~20 us).
+_SEEN: dict[int, list[tuple[bytes, tuple[int, int]]]] = {}
+_SEEN_BYTES = 4 << 20   # held at most; then it starts afresh
+_SEEN_ONE = 64 << 10    # a larger schema is checked each time
+_SEEN_SAME_LENGTH = 8   # schemas kept per length
+_seen_size = 0
 
 
-def _brackets(data: bytes) -> int:
-    """How many `{` and `[` a schema holds: an upper bound of its nesting."""
-    global _counted_size
+def _facts(data: bytes) -> tuple[int, int]:
+    """A schema's bracket count (`{` and `[`: an upper bound of its nesting) and its
+    RawJSON.meta_end, once its bytes are known to be UTF-8 (msgspec does not check the text it
+    passes over; raises UnicodeDecodeError)."""
+    global _seen_size
     size = len(data)
-    seen = _COUNTED.get(size)
+    seen = _SEEN.get(size)
     if seen is not None:
-        for known, count in seen:
+        for known, facts in seen:
             if known == data:
-                return count
-    count = data.count(b"{") + data.count(b"[")
-    if size <= _COUNTED_ONE:
-        if _counted_size + size > _COUNTED_BYTES:
-            _COUNTED.clear()
-            _counted_size = 0
+                return facts
+    if not data.isascii():
+        data.decode()
+    facts = (data.count(b"{") + data.count(b"["), _meta_end(data))
+    if size <= _SEEN_ONE:
+        if _seen_size + size > _SEEN_BYTES:
+            _SEEN.clear()
+            _seen_size = 0
             seen = None
         if seen is None:
-            seen = _COUNTED[size] = []
-        elif len(seen) >= _COUNTED_SAME_LENGTH:
-            _counted_size -= len(seen.pop(0)[0])
-        seen.append((data, count))
-        _counted_size += size
-    return count
+            seen = _SEEN[size] = []
+        elif len(seen) >= _SEEN_SAME_LENGTH:
+            _seen_size -= len(seen.pop(0)[0])
+        seen.append((data, facts))
+        _seen_size += size
+    return facts
 
 
 def nests_deeper(value: Any, limit: int) -> bool:
