@@ -18,7 +18,7 @@ from aiohttp import StreamReader, web
 
 from .appkeys import BODY, STATE
 from .errors import InvalidRequest, PayloadTooLarge, RequestError
-from .rawjson import LAZY_FROM, RawJSON, Splitter, nests_deeper
+from .rawjson import LAZY_FROM, RawJSON, Splitter
 
 __all__ = ["RequestTimeout", "read_body", "read_json", "parse_json", "too_deep"]
 
@@ -119,8 +119,8 @@ def parse_json(raw: bytes, depth: int, splitter: Splitter | None = None) -> Any:
     if splitter is not None and len(raw) >= LAZY_FROM:
         split = splitter.split(raw, depth)
         if split is not None:   # else parsed whole below, for orjson's error message
-            value, suspects = split   # the schemas count as leaves in the first check
-            if (0 < depth < _ORJSON_MAX_DEPTH and nests_deeper(value, depth)) or any(
+            value, suspects, deeper = split   # the schemas count as leaves in `deeper`
+            if deeper or any(
                     too_deep(schema.value(), depth - above) for schema, above in suspects):
                 raise _depth_error(depth)
             return value

@@ -6,14 +6,15 @@ forwards (as Anthropic `input_schema` or OpenAI `parameters`). Parsed by orjson 
 caches under load, costs more than the rest of the request's work on the body (bench/README,
 ninth round). Here a large body is decoded by msgspec in one pass instead, into the fields of
 its protocol's request (`Splitter`): every value but the schemas becomes Python objects as
-before (orjson parses each one), and each schema stays the slice of the body it was sent as,
-which encoders put into the upstream body verbatim with `orjson.Fragment`.
+before, and each schema stays the slice of the body it was sent as, which encoders put into
+the upstream body verbatim with `orjson.Fragment`.
 
-What a client sends is checked as before: msgspec checks the syntax of the whole document, the
-values orjson parses are checked by it, a schema's bytes are checked to be UTF-8 (msgspec does
-not look at the text it passes over), the nesting limit covers each schema (inputs.py), and a
-body that any of these refuse, or that has a field its protocol does not define, is parsed again
-by orjson, so that errors read the same whatever the path. Code that needs a schema's contents
+What a client sends is checked as before: msgspec checks the syntax of the whole document and
+the text of what it decodes, a schema's bytes are checked to be UTF-8 (msgspec does not look at
+the text it passes over), the nesting limit covers the body and each schema (inputs.py), and a
+body that any of these refuse, that has a field its protocol does not define, or an integer
+past 64 bits (which orjson reads as a float), is parsed again by orjson, so that values and
+errors are the same whatever the path. Code that needs a schema's contents
 (tool-use emulation, a `$schema` that is not first) calls `schema_dict`, which parses it once.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 import msgspec
 import orjson
 
-__all__ = ["RawJSON", "Splitter", "nests_deeper", "schema_dict", "schema_json",
+__all__ = ["RawJSON", "Splitter", "schema_dict", "schema_json",
            "without_meta_schema", "json_default", "LAZY_FROM"]
 
 # Below this size a body is parsed whole by orjson: too few objects to be worth a second path.
@@ -137,7 +138,7 @@ class Splitter:
     fields, and `schema_path` leads from a tool object to its JSON schema."""
 
     def __init__(self, fields: tuple[str, ...], schema_path: tuple[str, ...]) -> None:
-        shape: list[tuple[str, Any, Any]] = [(name, _Raw, _UNSET) for name in fields
+        shape: list[tuple[str, Any, Any]] = [(name, Any, _UNSET) for name in fields
                                              if name != "tools"]
         shape.append(("tools", list[dict[str, _Raw]] | None, _UNSET))
         body = msgspec.defstruct("Body", shape, forbid_unknown_fields=True)
@@ -145,14 +146,16 @@ class Splitter:
         self.schema_path = schema_path
         self._decoder: Any = msgspec.json.Decoder(body)
 
-    def split(self, raw: bytes, depth: int) -> tuple[dict[str, Any], list[tuple[RawJSON, int]]] | None:
+    def split(self, raw: bytes,
+              depth: int) -> tuple[dict[str, Any], list[tuple[RawJSON, int]], bool] | None:
         """`raw` (a JSON object) parsed, with each `tools[i].<schema_path>` that is an object
         left as RawJSON. Also returns the raw schemas that may nest deeper than `depth` allows,
-        each with the number of levels above it: an object nests at most as deep as it has
-        brackets, so a count clears most schemas and only the rest need parsing to be measured.
+        each with the number of levels above it (an object nests at most as deep as it has
+        brackets, so a count clears most schemas and only the rest need parsing to be
+        measured), and whether the rest of the body nests deeper than `depth`.
 
-        None when the split does not take the body (see _REFUSED): the caller parses it with
-        orjson, which words the errors as on every other path."""
+        None when the split does not take the body (see _REFUSED, and _BIG_INT): the caller
+        parses it with orjson, which words the errors as on every other path."""
         try:
             values = msgspec.structs.astuple(self._decoder.decode(raw))
             body: dict[str, Any] = {}
@@ -161,17 +164,45 @@ class Splitter:
                 if value is _UNSET:
                     continue
                 if name == "tools" and value is not None:
-                    body[name] = [_tool_part(tool, self.schema_path, 3, depth, suspects)
-                                  for tool in value]
-                else:
-                    body[name] = _load(value)
-            return body, suspects
+                    value = [_tool_part(tool, self.schema_path, 3, depth, suspects)
+                             for tool in value]
+                body[name] = value
         except _REFUSED:
             return None
+        found = _walk(body, depth)
+        return None if found == _BIG_INT else (body, suspects, found == _TOO_DEEP)
 
 
 def _load(value: Any) -> Any:
     return orjson.loads(memoryview(value))
+
+
+# msgspec reads any integer as one, where orjson reads those past 64 bits as floats, and the
+# encoders (orjson) could not write them back: a body with one takes orjson's whole parse
+_MIN_INT, _MAX_INT = -(2 ** 63), 2 ** 64 - 1
+_TOO_DEEP, _BIG_INT = 1, 2
+
+
+def _walk(value: Any, limit: int) -> int:
+    """_TOO_DEEP when the dicts and lists of `value` nest more than `limit` levels (`value`
+    itself is level 1; a RawJSON counts as a leaf, its schema is measured apart), _BIG_INT
+    when an integer is past 64 bits, else 0. A walk of the containers: once the schemas are
+    RawJSON, a large body's other parts hold few of them, and no string is looked at."""
+    if type(value) is dict:
+        items: Any = value.values()
+    elif type(value) is list:
+        items = value
+    else:
+        return 0
+    for item in items:
+        kind = type(item)
+        if kind is dict or kind is list:
+            found = _TOO_DEEP if limit <= 1 else _walk(item, limit - 1)
+            if found:
+                return found
+        elif kind is int and not _MIN_INT <= item <= _MAX_INT:
+            return _BIG_INT
+    return 0
 
 
 def _load_tool_value(value: Any) -> Any:
@@ -271,21 +302,3 @@ def _facts(data: bytes) -> tuple[int, int]:
         seen.append((data, facts))
         _seen_size += size
     return facts
-
-
-def nests_deeper(value: Any, limit: int) -> bool:
-    """Whether the dicts and lists of `value` nest more than `limit` levels (`value` itself
-    is level 1; a RawJSON counts as a leaf, its schema is measured apart). A walk of the
-    containers only: once the schemas are RawJSON, a large body's other parts hold few of
-    them, and no string is looked at."""
-    if type(value) is dict:
-        items: Any = value.values()
-    elif type(value) is list:
-        items = value
-    else:
-        return False
-    for item in items:
-        kind = type(item)
-        if (kind is dict or kind is list) and (limit <= 1 or nests_deeper(item, limit - 1)):
-            return True
-    return False

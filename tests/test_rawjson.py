@@ -227,3 +227,18 @@ def test_schemas_of_the_same_length_are_measured_apart() -> None:
             assert allowed
         except InvalidRequest as exc:
             assert not allowed and "nested deeper than 64" in str(exc)
+
+
+def test_an_integer_past_64_bits_outside_the_schemas_reads_as_the_whole_parse_reads_it() -> None:
+    tools = [{"name": "t", "input_schema": SCHEMAS[0]}]
+    for number in (b"123456789012345678901234567890", b"-9223372036854775809",
+                   b"18446744073709551615", b"-9223372036854775808"):
+        raw = (b'{"model":"m","system":' + orjson.dumps(SYSTEM) + b',"tools":' + orjson.dumps(tools)
+               + b',"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"x",'
+               b'"content":"ok","n":[' + number + b']}]}]}')
+        split = parse_json(raw, 64, ANTHROPIC.splitter)
+        whole = orjson.loads(raw)
+        kept = split["messages"][0]["content"][0]["n"][0]
+        assert kept == whole["messages"][0]["content"][0]["n"][0]
+        assert type(kept) is type(whole["messages"][0]["content"][0]["n"][0])
+        orjson.dumps(split, default=json_default)   # the encoders can write it
