@@ -35,27 +35,47 @@ _META_KEY = b'"$schema"'
 _META_FIRST = b'{"$schema":"'
 
 
+class _Known:
+    """A schema's bytes and what the split learnt from them, shared by every request that sends
+    them (see _SEEN). `meta_end`: where the object goes on after a leading `"$schema": ...,`
+    (0 when it has no `"$schema"`, -1 when it has one elsewhere or twice); `whole` and `cut`
+    (without that leading `$schema`) are ready for orjson.dumps."""
+
+    __slots__ = ("data", "brackets", "meta_end", "whole", "cut")
+
+    def __init__(self, data: bytes) -> None:
+        if not data.isascii():
+            data.decode()   # UTF-8, which msgspec does not check in what it passes over
+        self.data = data
+        self.brackets = data.count(b"{") + data.count(b"[")   # an upper bound of its nesting
+        self.meta_end = meta_end = _meta_end(data)
+        self.whole = orjson.Fragment(data)
+        self.cut = orjson.Fragment(b"{" + data[meta_end:]) if meta_end > 0 else None
+
+
 class RawJSON:
     """A JSON object as bytes (valid JSON and UTF-8: checked when it was split). It reads like
     a read-only mapping, parsed on first use, so that a plugin's filter that looks into
     `Tool.input_schema` works on large requests too (only `isinstance(x, dict)` tells them
-    apart). `meta_end`: where the object goes on after a leading `"$schema": ...,` (0 when it
-    has no top-level `$schema`, -1 when it has one elsewhere or twice)."""
+    apart)."""
 
-    __slots__ = ("data", "meta_end", "_value")
+    __slots__ = ("known", "_value")
 
-    def __init__(self, data: bytes, meta_end: int = 0) -> None:
-        self.data = data
-        self.meta_end = meta_end
+    def __init__(self, known: _Known) -> None:
+        self.known = known
         self._value: dict[str, Any] | None = None
+
+    @property
+    def data(self) -> bytes:
+        return self.known.data
 
     def value(self) -> dict[str, Any]:
         if self._value is None:
-            self._value = orjson.loads(self.data)
+            self._value = orjson.loads(self.known.data)
         return self._value
 
     def fragment(self) -> orjson.Fragment:
-        return orjson.Fragment(self.data)
+        return self.known.whole
 
     def __getitem__(self, key: str) -> Any:
         return self.value()[key]
@@ -114,10 +134,9 @@ def without_meta_schema(schema: dict[str, Any] | RawJSON) -> Any:
     reject it), for orjson.dumps. Raw bytes lose it by a cut when it comes first, as Claude
     Code writes it; otherwise the schema is parsed."""
     if isinstance(schema, RawJSON):
-        if schema.meta_end == 0:
-            return schema.fragment()
-        if schema.meta_end > 0:
-            return orjson.Fragment(b"{" + memoryview(schema.data)[schema.meta_end:])
+        known = schema.known
+        if known.meta_end >= 0:
+            return known.whole if known.cut is None else known.cut
         schema = schema.value()
     if _META in schema:
         return {k: v for k, v in schema.items() if k != _META}
@@ -236,16 +255,16 @@ def _tool_part(fields: dict[str, Any], path: tuple[str, ...], above: int, depth:
             if data[:1] != b"{":   # not an object: the decoder names it
                 node[name] = _load(value)
                 continue
-            brackets, meta_end = _facts(data)
-            schema = RawJSON(data, meta_end)
-            if brackets + above > depth:
+            known = _known(data)
+            schema = RawJSON(known)
+            if known.brackets + above > depth:
                 suspects.append((schema, above))
             node[name] = schema
     return node
 
 
 def _meta_end(data: bytes) -> int:
-    """RawJSON.meta_end of a schema's bytes: where it goes on after a leading `"$schema":"...",`
+    """_Known.meta_end of a schema's bytes: where it goes on after a leading `"$schema":"...",`
     as Claude Code writes it, 0 when it has no `"$schema"` at all, else -1 (the schema is
     parsed when the keyword must go). Found by looking at each `$` (memchr): a multi-byte
     search for a needle starting with `"` is slow in JSON, where quotes are everywhere."""
@@ -264,41 +283,39 @@ def _meta_end(data: bytes) -> int:
     return end + 2 if after == 44 else end + 1 if after == 125 else -1   # "," or "}"
 
 
-# Schemas seen lately, by length, with their facts. A client sends the same tools on every turn
-# (Claude Code's 24 schemas are 65 KB): comparing the bytes with those seen before (memcmp)
-# takes a fraction of the time of checking and counting them again (~65 us for those 65 KB:
-# the UTF-8 check, a scalar loop per bracket, the `$` search), or of hashing them for a dict
-# (~20 us).
-_SEEN: dict[int, list[tuple[bytes, tuple[int, int]]]] = {}
-_SEEN_BYTES = 4 << 20   # held at most; then it starts afresh
+# Schemas seen lately, by length. A client sends the same tools on every turn (Claude Code's 24
+# schemas are 65 KB): comparing the bytes with those seen before (memcmp) takes a fraction of
+# the time of checking and counting them again (~65 us for those 65 KB: the UTF-8 check, a
+# scalar loop per bracket, the `$` search), or of hashing them for a dict (~20 us).
+_SEEN: dict[int, list[_Known]] = {}
+_SEEN_BYTES = 4 << 20   # held at most (with the cut copies); then it starts afresh
 _SEEN_ONE = 64 << 10    # a larger schema is checked each time
 _SEEN_SAME_LENGTH = 8   # schemas kept per length
 _seen_size = 0
 
 
-def _facts(data: bytes) -> tuple[int, int]:
-    """A schema's bracket count (`{` and `[`: an upper bound of its nesting) and its
-    RawJSON.meta_end, once its bytes are known to be UTF-8 (msgspec does not check the text it
-    passes over; raises UnicodeDecodeError)."""
+def _known(data: bytes) -> _Known:
+    """What is known of a schema's bytes: from _SEEN, or learnt now (raises
+    UnicodeDecodeError when they are not UTF-8)."""
     global _seen_size
     size = len(data)
     seen = _SEEN.get(size)
     if seen is not None:
-        for known, facts in seen:
-            if known == data:
-                return facts
-    if not data.isascii():
-        data.decode()
-    facts = (data.count(b"{") + data.count(b"["), _meta_end(data))
+        for known in seen:
+            if known.data == data:
+                return known
+    known = _Known(data)
     if size <= _SEEN_ONE:
-        if _seen_size + size > _SEEN_BYTES:
+        held = size if known.cut is None else 2 * size
+        if _seen_size + held > _SEEN_BYTES:
             _SEEN.clear()
             _seen_size = 0
             seen = None
         if seen is None:
             seen = _SEEN[size] = []
         elif len(seen) >= _SEEN_SAME_LENGTH:
-            _seen_size -= len(seen.pop(0)[0])
-        seen.append((data, facts))
-        _seen_size += size
-    return facts
+            gone = seen.pop(0)
+            _seen_size -= len(gone.data) * (1 if gone.cut is None else 2)
+        seen.append(known)
+        _seen_size += held
+    return known

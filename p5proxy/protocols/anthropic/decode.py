@@ -24,8 +24,10 @@ _FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 def _extras(block: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any] | None:
-    extra = {k: v for k, v in block.items() if k not in known}
-    return extra or None
+    for key in block:
+        if key not in known:   # rare: build the dict only then
+            return {k: v for k, v in block.items() if k not in known}
+    return None
 
 
 def _decode_block(block: Any, path: str) -> Part:
