@@ -34,21 +34,24 @@ def _too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The whole body, within the size limit and the read deadline. Read once: the middleware
-    keeps it at `request[BODY]` (`request.read()` would find the stream at its end)."""
+    """The whole body, within the size limit and the read deadline (kept where aiohttp keeps
+    what `request.read()` read: later `read()`, `post()` and `json()` calls return it)."""
     server = request.app[STATE].config.server
     limit = server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit, request.content_length)
     try:
         if request.content.is_eof():   # all of it came with the headers: no deadline needed
-            return await _read_all(request.content, limit)
-        async with asyncio.timeout(server.client_read_timeout):
-            return await _read_all(request.content, limit)
+            body = await _read_all(request.content, limit)
+        else:
+            async with asyncio.timeout(server.client_read_timeout):
+                body = await _read_all(request.content, limit)
     except TimeoutError:
         raise RequestTimeout(f"body: the request body did not arrive within "
                              f"{server.client_read_timeout:g} s (server.client_read_timeout)",
                              param="body") from None
+    request._read_bytes = body   # aiohttp's cache of `read()` (BaseRequest.read)
+    return body
 
 
 async def _read_all(content: StreamReader, limit: int) -> bytes:
