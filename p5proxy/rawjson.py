@@ -18,6 +18,8 @@ errors are the same whatever the path. Code that needs a schema's contents
 (tool-use emulation, a `$schema` that is not first) calls `schema_dict`, which parses it once.
 """
 
+from __future__ import annotations
+
 from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 from typing import Any
 

@@ -57,7 +57,8 @@ _MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")   # glibc's o
 def tune_malloc() -> bool:
     """Set glibc's malloc thresholds (above), unless the environment already sets them or the
     C library is not glibc. Whether they were set."""
-    if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(k in os.environ for k in _MALLOC_ENV):
+    if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(
+            k in os.environ for k in _MALLOC_ENV):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -22,7 +22,8 @@ class Surface:
     error_body: Callable[..., dict[str, Any]]
     error_status: Callable[..., int]
     request_id_header: str
-    splitter: Splitter   # large bodies: its request's fields and where a tool's JSON schema sits (rawjson.py)
+    # large bodies: the request's fields, and where a tool's JSON schema sits (rawjson.py)
+    splitter: Splitter
 
 
 ANTHROPIC = Surface("anthropic", anthropic.decode_request, anthropic.AnthropicStreamRenderer,

@@ -168,7 +168,8 @@ def test_the_split_agrees_with_the_whole_parse(schemas: list[dict[str, Any]], an
         tools: list[Any] = [{"name": "f", "input_schema": s} for s in schemas]
     else:
         tools = [{"type": "function", "function": {"name": "f", "parameters": s}} for s in schemas]
-    padding = {"system": SYSTEM} if anthropic else {"messages": [{"role": "system", "content": SYSTEM}]}
+    padding = {"system": SYSTEM} if anthropic else {
+        "messages": [{"role": "system", "content": SYSTEM}]}   # `system` is not an OpenAI field
     raw = orjson.dumps({"model": "m", **padding, "tools": tools})
     whole = parse_json(raw, 64)
     split = parse_json(raw, 64, (ANTHROPIC if anthropic else OPENAI).splitter)
