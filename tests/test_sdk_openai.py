@@ -20,6 +20,7 @@ from openai import AsyncOpenAI
 from tests.conftest import Gateway
 from tests.fakes import FakeAnthropic, FakeOpenAI, Reply
 from tests.fakes.fixtures import eventually
+from tests.fakes.openai_upstream import CREATED
 
 NATIVE = "gpt-4o"                  # -> OpenAI-format upstream, same protocol
 TRANSLATED = "gpt-via-claude"      # -> Anthropic-format upstream
@@ -450,6 +451,7 @@ async def test_passthrough_keeps_unknown_fields(gateway: Gateway, client: AsyncO
     gateway.openai.replies.append(Reply(text="ok", extra_fields={"x_upstream_note": {"kept": True}}))
     completion = await ask(client, stream=stream, model=NATIVE, seed=7, user="u-42", extra_body=extra)
     assert completion.model_extra["x_upstream_note"] == {"kept": True}
+    assert completion.created == CREATED   # the upstream's time, streamed or not
     sent = gateway.openai.last.json
     expected = {"model": "gpt-4o-upstream", "messages": HI, "seed": 7, "user": "u-42", **extra}
     if stream:

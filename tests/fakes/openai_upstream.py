@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +27,7 @@ _ERRORS = {
     429: ("requests", "rate_limit_exceeded"),
 }
 _FINGERPRINT = "fp_fake0001"
+CREATED = 1_763_000_000   # every answer's `created`: fixed, so tests can tell it from the gateway's
 
 
 def finish_reason(reply: Reply) -> str:
@@ -85,7 +85,7 @@ class FakeOpenAI(FakeUpstream):
 
     @staticmethod
     def _envelope(body: dict[str, Any], obj: str) -> dict[str, Any]:
-        return {"id": new_id("chatcmpl-", 29), "object": obj, "created": int(time.time()), "model": body["model"]}
+        return {"id": new_id("chatcmpl-", 29), "object": obj, "created": CREATED, "model": body["model"]}
 
     def completion(self, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
         message: dict[str, Any] = {

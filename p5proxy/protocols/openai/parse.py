@@ -23,7 +23,9 @@ from ..mapping import stop_from_openai, usage_from_openai
 
 __all__ = ["OpenAIStreamParser", "parse_response", "parse_error"]
 
-_ENVELOPE = ("id", "object", "created", "model", "choices", "usage")
+# the chunk's own fields; the rest of the first chunk (`created` included: a same-protocol stream
+# keeps the upstream's time, as a same-protocol answer does) goes on as MessageStart.extra
+_ENVELOPE = ("id", "object", "model", "choices", "usage")
 
 
 def parse_error(status: int, body: Any, *, provider: str = "",
