@@ -4,7 +4,8 @@ With Redis, instances also share in-flight de-duplication: the first to ask hold
 (`lease:<key>`, renewed while it streams) and appends every batch of its answer to a Redis
 stream (`events:<key>`); instances asking the same meanwhile read that stream from the start
 and then live. A leader that stops without a word lets its lease expire: a follower that has
-sent nothing yet asks upstream itself, one that has gets a clean error.
+sent nothing yet asks upstream itself, one that has gets a clean error. An instance never
+follows its own answer through Redis (see follow).
 
 Redis trouble never fails a request: SharedRedis gives up quickly, and this falls back to
 memory and to uncoordinated upstream calls until Redis answers again.
@@ -43,6 +44,9 @@ _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
          "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
            "return redis.call('del', KEYS[1]) else return 0 end"
+# take the lease when it is free (nil), else say who holds it
+_TAKE = "local holder = redis.call('get', KEYS[1]) if holder then return holder end " \
+        "redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) return false"
 
 
 class MemoryTier:
@@ -88,6 +92,7 @@ class TieredCache(ResponseCache):
         self.owns_redis = owns_redis   # its own connection (cache.redis_url): closed here
         self.instance = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._relaying: set[str] = set()   # keys whose answer this instance is relaying out
 
     # --- entries ------------------------------------------------------------------------
 
@@ -133,17 +138,30 @@ class TieredCache(ResponseCache):
         if self.redis is None or not self.redis.up:
             return None
         lease, ms = self.redis.key("lease", key), int(self.settings.lease_secs * 1000)
-        got = await self.redis.call(lambda r: r.set(lease, self.instance, nx=True, px=ms),
-                                    _FAILED)
-        if got is _FAILED or got:   # Redis failed: ask upstream uncoordinated; True: we lead
+        holder = await self.redis.call(lambda r: r.eval(_TAKE, 1, lease, self.instance, ms),
+                                       _FAILED)
+        if holder is _FAILED or holder is None:   # Redis failed: uncoordinated; None: we lead
+            return None
+        if holder == self.instance.encode():
+            # This instance's own answer, ended here a moment ago (the request missed it in
+            # memory while it asked Redis) while its relay still runs: ask upstream from here
+            # rather than read it back through Redis, which may fail in between. lead() leaves
+            # that relay alone.
             return None
         return self._relay_in(key)
 
     def lead(self, key: str, flight: Flight) -> None:
-        if self.redis is not None:
+        if self.redis is not None and key not in self._relaying:
+            self._relaying.add(key)
             self._spawn(self._relay_out(self.redis, key, flight))
 
     async def _relay_out(self, redis: SharedRedis, key: str, flight: Flight) -> None:
+        try:
+            await self._relay_batches(redis, key, flight)
+        finally:
+            self._relaying.discard(key)
+
+    async def _relay_batches(self, redis: SharedRedis, key: str, flight: Flight) -> None:
         """Append the flight's batches to the event stream, renew the lease, then close."""
         stream, lease = redis.key("events", key), redis.key("lease", key)
         lease_ms = int(self.settings.lease_secs * 1000)

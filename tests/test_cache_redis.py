@@ -17,6 +17,10 @@ import aiohttp
 import orjson
 import pytest
 
+from p5proxy.config import CacheConfig
+from p5proxy.flight import Flight
+from p5proxy.shared_redis import SharedRedis
+from p5proxy_plugins.cache_response import TieredCache
 from tests.fakes.fixtures import eventually
 from tests.processes import GatewayProcess
 from tests.fakes.redis_server import RedisServer
@@ -191,3 +195,30 @@ def test_events_survive_the_trip_through_redis() -> None:
               MessageDelta("tool_use", None, Usage(3, 9))]
     wire = orjson.loads(orjson.dumps([encode_event(e) for e in events]))
     assert [decode_event(v) for v in wire] == events
+
+
+async def test_an_instance_does_not_follow_its_own_answer_through_redis(
+        redis_url: str, redis_prefix: str) -> None:
+    """A request that missed an answer in memory while it asked Redis, just as this instance's
+    flight for it ended, finds the lease still held by this instance's relay: it asks upstream
+    itself (relaying nothing) instead of reading its own answer back through Redis, where a
+    Redis failure would end it with an error after part of it."""
+    cache = TieredCache(CacheConfig(enabled=True, lease_secs=5),
+                        SharedRedis(redis_url, prefix=redis_prefix), owns_redis=True)
+    try:
+        assert await cache.follow("k") is None          # free: this instance leads
+        leader = Flight("k", heartbeat_secs=0)
+        cache.lead("k", leader)                            # its relay runs until the flight ends
+        assert await cache.follow("k") is None          # held by this instance: not followed
+        cache.lead("k", Flight("k", heartbeat_secs=0))     # and the running relay is left alone
+        assert len(cache._relaying) == 1
+        other = TieredCache(CacheConfig(enabled=True, lease_secs=5),
+                            SharedRedis(redis_url, prefix=redis_prefix), owns_redis=True)
+        try:
+            relay = await other.follow("k")                # another instance does follow it
+            assert relay is not None
+            await relay.aclose()
+        finally:
+            await other.close()
+    finally:
+        await cache.close()
