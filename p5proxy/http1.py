@@ -4,12 +4,13 @@ an asyncio protocol that parses its responses itself.
 Why not aiohttp's client, which the gateway used before and which proxied upstreams still use
 (p5proxy/upstream_calls.py): every `ClientSession.request` builds a request object, a response
 object, a multidict of default headers, trace hooks, a timer context and a connection wrapper,
-and reads the answer through a stream reader: about a third of the gateway's CPU time per
-small request (bench/README.md, tenth round). Here a request is one write of preformatted bytes and its answer is parsed where
-it arrives. What an upstream call needs is kept: keep-alive with idle expiry, TLS, a connect
-timeout, gzip and deflate bodies, chunked and length-framed and until-close bodies, 1xx answers
-skipped, back-pressure on a body nobody reads, and a connection closed (never pooled) when its
-response is dropped unfinished, which is how a client that leaves cancels its upstream request.
+and reads the answer through a stream reader: about a third of the gateway's CPU time per small
+request (bench/README.md, tenth round). Here a request is one write of preformatted bytes and
+its answer is parsed where it arrives. What an upstream call needs is kept: keep-alive with idle
+expiry, TLS, a connect timeout, gzip and deflate bodies, chunked and length-framed and
+until-close bodies, 1xx answers skipped, back-pressure on a body nobody reads, and a connection
+closed (never pooled) when its response is dropped unfinished, which is how a client that leaves
+cancels its upstream request.
 
     pool = Pool(limit=1000, limit_per_host=0)
     resp = await pool.request(target_of("https://api.example/v1/x"), "POST", headers, body, 10.0)

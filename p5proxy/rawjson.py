@@ -41,9 +41,9 @@ class _Known:
     """A schema's bytes and what the split learnt from them, shared by every request that sends
     them (see _SEEN). `meta_end`: where the object goes on after a leading `"$schema": ...,`
     (0 when it has no `"$schema"`, -1 when it has one elsewhere or twice); `whole` and `cut`
-    (without that leading `$schema`) are ready for orjson.dumps."""
+    (without that leading `$schema`) are ready for orjson.dumps; `held`: the bytes it keeps."""
 
-    __slots__ = ("data", "brackets", "meta_end", "whole", "cut")
+    __slots__ = ("data", "brackets", "meta_end", "whole", "cut", "held")
 
     def __init__(self, data: bytes) -> None:
         if not data.isascii():
@@ -53,6 +53,7 @@ class _Known:
         self.meta_end = meta_end = _meta_end(data)
         self.whole = orjson.Fragment(data)
         self.cut = orjson.Fragment(b"{" + data[meta_end:]) if meta_end > 0 else None
+        self.held = len(data) * (2 if meta_end > 0 else 1)
 
 
 class RawJSON:
@@ -308,16 +309,14 @@ def _known(data: bytes) -> _Known:
                 return known
     known = _Known(data)
     if size <= _SEEN_ONE:
-        held = size if known.cut is None else 2 * size
-        if _seen_size + held > _SEEN_BYTES:
+        if _seen_size + known.held > _SEEN_BYTES:
             _SEEN.clear()
             _seen_size = 0
             seen = None
         if seen is None:
             seen = _SEEN[size] = []
         elif len(seen) >= _SEEN_SAME_LENGTH:
-            gone = seen.pop(0)
-            _seen_size -= len(gone.data) * (1 if gone.cut is None else 2)
+            _seen_size -= seen.pop(0).held
         seen.append(known)
-        _seen_size += held
+        _seen_size += known.held
     return known

@@ -85,7 +85,8 @@ class FakeOpenAI(FakeUpstream):
 
     @staticmethod
     def _envelope(body: dict[str, Any], obj: str) -> dict[str, Any]:
-        return {"id": new_id("chatcmpl-", 29), "object": obj, "created": CREATED, "model": body["model"]}
+        return {"id": new_id("chatcmpl-", 29), "object": obj, "created": CREATED,
+                "model": body["model"]}
 
     def completion(self, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
         message: dict[str, Any] = {
